@@ -1,0 +1,98 @@
+"""Model subcommands: train, evaluate, info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def register(commands: Any) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train a multi-exit model from a config and write its bundle",
+        description="Train jointly (all exits, distillation, feature transfer), calibrate every exit on "
+        "the validation split, profile every exit criterion and write a stage bundle. Resumes from "
+        "OUT/checkpoint.pt when it exists.",
+    )
+    train.add_argument("config", type=Path, help="training config (TOML), e.g. configs/train/mnist.toml")
+    train.add_argument("--out", type=Path, help="run directory (default: runs/<config name>)")
+    train.add_argument("--bundle", type=Path, help="where to write the bundle (default: OUT/bundle)")
+    train.add_argument("--epochs", type=int, help="override train.epochs")
+    train.add_argument(
+        "--no-resume", action="store_true", help="start from scratch even if a checkpoint exists"
+    )
+    train.add_argument("--freeze-backbone", action="store_true", help="train only the exit heads")
+    train.add_argument("--quiet", action="store_true", help="no progress output")
+    train.set_defaults(handler=run_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="offline accuracy-versus-compute report of a bundle",
+        description="Cache every exit's outputs on the test split(s), sweep the thresholds of every "
+        "criterion and write report.json, report.md and one PNG plot per split.",
+    )
+    evaluate.add_argument("bundle", type=Path, help="bundle directory")
+    evaluate.add_argument("--config", type=Path, help="training config naming the data set (default: mnist)")
+    evaluate.add_argument("--out", type=Path, required=True, help="report directory")
+    evaluate.set_defaults(handler=run_evaluate)
+
+    info = commands.add_parser("info", help="show a bundle's manifest summary (verifies hashes)")
+    info.add_argument("bundle", type=Path)
+    info.set_defaults(handler=run_info)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from distree_mqtt.evaluation.calibrate import export_bundle
+    from distree_mqtt.model.training import TrainConfig, train
+
+    config = TrainConfig.from_toml(args.config)
+    if args.epochs is not None:
+        config.train.epochs = args.epochs
+    if args.freeze_backbone:
+        config.train.freeze_backbone = True
+    out = args.out or Path("runs") / config.name
+    trained = train(config, out, resume=not args.no_resume, show_progress=not args.quiet)
+    manifest = export_bundle(trained, args.bundle or out / "bundle")
+    summary = {
+        "bundle": str(args.bundle or out / "bundle"),
+        "model_id": manifest.model_id,
+        "content_hash": manifest.content_hash,
+        "val_accuracy_per_exit": [
+            trained.history[-1][f"val_accuracy_exit_{k}"] for k in range(len(manifest.stages))
+        ],
+        "temperatures": [stage.temperature for stage in manifest.stages],
+        "default_criterion": manifest.exit_policy.default_criterion,
+        "train_seconds": manifest.training["train_seconds"],
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from distree_mqtt.evaluation.report import evaluate_bundle
+
+    report = evaluate_bundle(args.bundle, args.config, args.out)
+    print(report.markdown_path.read_text())
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from distree_mqtt.bundle import load_manifest, load_stage
+
+    manifest = load_manifest(args.bundle)
+    for index in range(len(manifest.stages)):
+        load_stage(args.bundle, index, manifest)
+    print(f"{manifest.model_id}  content hash {manifest.content_hash[:16]}  (all stage hashes verified)")
+    print(
+        f"input {manifest.input.color} {list(manifest.input.shape)}, classes: {', '.join(manifest.input.class_names)}"
+    )
+    for stage in manifest.stages:
+        print(
+            f"  stage {stage.index}: {stage.input_shape} -> {stage.output_shape}, "
+            f"{stage.body_macs / 1e6:.2f} M MACs + head {stage.head_macs / 1e6:.2f} M, "
+            f"{stage.parameters} parameters, T={stage.temperature:.3f}"
+        )
+    print(f"default exit criterion: {manifest.exit_policy.default_criterion}")
+    return 0

@@ -1,0 +1,1 @@
+"""Offline evaluation: cached exit outputs, threshold sweeps and the trade-off report."""

@@ -1,0 +1,75 @@
+"""From a trained network to a bundle: calibrate every exit and profile every criterion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distree_mqtt.bundle.manifest import CalibrationEntry, ExitPolicyProfile, Manifest
+from distree_mqtt.bundle.writer import write_bundle
+from distree_mqtt.evaluation.exit_cache import ExitCache, collect_exits
+from distree_mqtt.evaluation.tradeoff import cheapest_within, sweep, thin
+from distree_mqtt.model.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+)
+from distree_mqtt.model.criteria import criterion_names, get_criterion
+from distree_mqtt.model.flops import exit_macs, stage_costs
+from distree_mqtt.model.training import TrainedModel
+
+PROFILE_POINTS = 48
+# Accuracy loss (fraction) the default criterion is judged at: "comparable accuracy".
+DEFAULT_TOLERANCE = 0.005
+
+
+def calibrate(cache: ExitCache) -> list[CalibrationEntry]:
+    entries = []
+    for logits in cache.logits:
+        temperature = fit_temperature(logits, cache.labels)
+        entries.append(
+            CalibrationEntry(
+                temperature=temperature,
+                nll_before=negative_log_likelihood(logits, cache.labels),
+                nll_after=negative_log_likelihood(logits, cache.labels, temperature),
+                ece_before=expected_calibration_error(logits, cache.labels),
+                ece_after=expected_calibration_error(logits, cache.labels, temperature),
+            )
+        )
+    return entries
+
+
+def profile_criteria(
+    cache: ExitCache, temperatures: list[float], macs_per_exit: list[int]
+) -> ExitPolicyProfile:
+    """Pareto fronts per criterion on validation data; the default saves most at equal accuracy."""
+    correct = cache.correct()
+    final_accuracy = float(correct[-1].mean())
+    profiles = {}
+    savings = {}
+    for name in criterion_names():
+        front = sweep(cache.scores(get_criterion(name), temperatures), correct, macs_per_exit)
+        profiles[name] = thin(front, PROFILE_POINTS)
+        savings[name] = cheapest_within(front, final_accuracy, DEFAULT_TOLERANCE).expected_macs
+    default = min(savings, key=lambda name: savings[name])
+    return ExitPolicyProfile(default_criterion=default, profiles=profiles)
+
+
+def export_bundle(trained: TrainedModel, bundle_dir: Path) -> Manifest:
+    network, spec = trained.network, trained.input_spec
+    validation = collect_exits(network, trained.data.val, spec)
+    calibration = calibrate(validation)
+    temperatures = [entry.temperature for entry in calibration]
+    macs_per_exit = exit_macs(stage_costs(network, tuple(spec.shape)))
+    policy = profile_criteria(validation, temperatures, macs_per_exit)
+    history = trained.history
+    training: dict[str, float | int | str] = {
+        "config_name": trained.config.name,
+        "epochs": len(history),
+        "train_seconds": round(sum(record["seconds"] for record in history), 1),
+        "threads": trained.config.train.threads,
+        "seed": trained.config.train.seed,
+    }
+    training |= {key: value for key, value in history[-1].items() if key.startswith("val_accuracy")}
+    return write_bundle(
+        bundle_dir, trained.config.name, trained.config.model, spec, network, calibration, policy, training
+    )

@@ -1,0 +1,115 @@
+"""Threshold sweeps: which exit each sample leaves at, what it costs, how often it is right.
+
+Settings are chosen on the validation split (the profile a bundle ships) and then measured on
+the test split, so the reported savings are not fitted to the data they are reported on.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from distree_mqtt.bundle.manifest import ProfilePoint
+
+MAX_GRID_SETTINGS = 6000
+
+
+@dataclass(frozen=True)
+class Outcome:
+    exit_rates: list[float]
+    expected_macs: float
+    accuracy: float
+
+
+def exit_indices(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """First early exit whose score clears its threshold, else the final exit."""
+    num_early = scores.shape[0]
+    leaves = scores >= thresholds[:, None]
+    chosen = np.full(scores.shape[1], num_early, dtype=np.int64)
+    for k in reversed(range(num_early)):
+        chosen = np.where(leaves[k], k, chosen)
+    return chosen
+
+
+def outcome(exits: np.ndarray, correct: np.ndarray, exit_macs: list[int]) -> Outcome:
+    count = len(exits)
+    rates = np.bincount(exits, minlength=correct.shape[0]) / count
+    return Outcome(
+        exit_rates=[float(rate) for rate in rates],
+        expected_macs=float(np.asarray(exit_macs, dtype=np.float64)[exits].mean()),
+        accuracy=float(correct[exits, np.arange(count)].mean()),
+    )
+
+
+def candidate_thresholds(scores: np.ndarray, per_exit: int) -> list[np.ndarray]:
+    """Quantiles of each exit's validation scores, plus +inf (never exit here)."""
+    quantiles = np.linspace(0.0, 1.0, per_exit)
+    return [np.unique(np.append(np.quantile(row, quantiles), np.inf)) for row in scores]
+
+
+def sweep(
+    scores: np.ndarray, correct: np.ndarray, exit_macs: list[int], per_exit: int | None = None
+) -> list[ProfilePoint]:
+    """Every combination of per-exit thresholds on a grid; returns the Pareto front."""
+    num_early = scores.shape[0]
+    if per_exit is None:
+        per_exit = max(3, int(MAX_GRID_SETTINGS ** (1 / max(1, num_early))) - 1)
+    grids = candidate_thresholds(scores, per_exit)
+    points: list[ProfilePoint] = []
+    for combination in itertools.product(*grids):
+        thresholds = np.asarray(combination)
+        result = outcome(exit_indices(scores, thresholds), correct, exit_macs)
+        points.append(
+            ProfilePoint(
+                thresholds=[float(t) for t in thresholds],
+                exit_rates=result.exit_rates,
+                expected_macs=result.expected_macs,
+                accuracy=result.accuracy,
+            )
+        )
+    return pareto_front(points)
+
+
+def pareto_front(points: list[ProfilePoint]) -> list[ProfilePoint]:
+    """Settings no other setting beats on both cost and accuracy, cheapest first."""
+    front: list[ProfilePoint] = []
+    for point in sorted(points, key=lambda p: (p.expected_macs, -p.accuracy)):
+        if not front or point.accuracy > front[-1].accuracy:
+            front.append(point)
+    return front
+
+
+def thin(front: list[ProfilePoint], keep: int) -> list[ProfilePoint]:
+    """At most `keep` points spread evenly along the front, both ends kept."""
+    if len(front) <= keep:
+        return front
+    index = np.unique(np.round(np.linspace(0, len(front) - 1, keep)).astype(int))
+    return [front[i] for i in index]
+
+
+def apply_settings(
+    front: list[ProfilePoint], scores: np.ndarray, correct: np.ndarray, exit_macs: list[int]
+) -> list[Outcome]:
+    """Measure settings chosen elsewhere (validation) on other data (test)."""
+    return [
+        outcome(exit_indices(scores, np.asarray(point.thresholds)), correct, exit_macs) for point in front
+    ]
+
+
+def cheapest_within(front: list[ProfilePoint], reference_accuracy: float, tolerance: float) -> ProfilePoint:
+    """The cheapest validation setting whose accuracy is within `tolerance` of the reference."""
+    eligible = [p for p in front if p.accuracy >= reference_accuracy - tolerance]
+    return min(eligible, key=lambda p: p.expected_macs) if eligible else front[-1]
+
+
+def oracle(correct: np.ndarray, exit_macs: list[int]) -> Outcome:
+    """Leaves at the earliest correct exit (the final one if none is): a bound, not a policy."""
+    any_correct = correct.any(axis=0)
+    earliest = np.where(any_correct, correct.argmax(axis=0), correct.shape[0] - 1)
+    return outcome(earliest, correct, exit_macs)
+
+
+def fixed_exit(correct: np.ndarray, exit_macs: list[int], k: int) -> Outcome:
+    return outcome(np.full(correct.shape[1], k), correct, exit_macs)

@@ -1,0 +1,281 @@
+"""`distree train`: joint multi-exit training with deterministic seeds and resumable checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+from tqdm import tqdm
+
+from distree_mqtt.data import DatasetSplits, DataSpec, ImageSet, load_dataset
+from distree_mqtt.data.camera_like import camera_like
+from distree_mqtt.model.input_spec import InputSpec
+from distree_mqtt.model.losses import FeatureProjectors, LossWeights, multi_exit_loss
+from distree_mqtt.model.multi_exit import MultiExitNetwork
+from distree_mqtt.model.spec import ModelSpec, build_network
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class OptimisationSpec(BaseModel):
+    """How the network is trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(30, title="Passes over the training split", ge=1)
+    batch_size: int = Field(128, title="Images per optimiser step", ge=1)
+    learning_rate: float = Field(0.1, title="Peak SGD learning rate (after warm-up)", gt=0)
+    warmup_epochs: float = Field(1.0, title="Linear warm-up before the cosine decay", ge=0)
+    momentum: float = Field(0.9, title="SGD Nesterov momentum", ge=0, lt=1)
+    weight_decay: float = Field(5e-4, title="L2 weight decay", ge=0)
+    label_smoothing: float = Field(0.0, title="Label smoothing of every exit's loss", ge=0, lt=1)
+    exit_weights: list[float] | None = Field(None, title="Loss weight per exit (default all 1)")
+    distillation_weight: float = Field(
+        0.5, title="Share of an early exit's loss taken by distillation from the final exit", ge=0, le=1
+    )
+    distillation_temperature: float = Field(3.0, title="Distillation softmax temperature", gt=0)
+    feature_transfer_weight: float = Field(
+        0.1, title="Weight of pulling early pooled features towards the final stage's", ge=0
+    )
+    crop_padding: int = Field(4, title="Random-crop padding in pixels (0 disables)", ge=0)
+    horizontal_flip: bool = Field(True, title="Random horizontal flips (off for digits)")
+    freeze_backbone: bool = Field(False, title="Train only the exit heads")
+    pretrained: bool = Field(False, title="Start torchvision backbones from pretrained weights")
+    seed: int = Field(0, title="Seed of initialisation, shuffling and augmentation")
+    threads: int = Field(2, title="CPU threads for torch", ge=1)
+    channels_last: bool = Field(True, title="Use channels-last memory layout (faster CPU convs)")
+
+
+class TrainConfig(BaseModel):
+    """One training run: the model, the data and the optimisation (a TOML file in configs/)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(title="Model id written into the bundle")
+    model: ModelSpec
+    data: DataSpec = Field(default_factory=DataSpec)
+    train: OptimisationSpec = Field(default_factory=OptimisationSpec)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        weights = self.train.exit_weights
+        if weights is not None and len(weights) != self.model.num_stages:
+            raise ValueError(f"train.exit_weights needs {self.model.num_stages} entries")
+        return self
+
+    @classmethod
+    def from_toml(cls, path: Path) -> TrainConfig:
+        with path.open("rb") as file:
+            return cls.model_validate(tomllib.load(file))
+
+
+@dataclass
+class TrainedModel:
+    config: TrainConfig
+    network: MultiExitNetwork
+    input_spec: InputSpec
+    data: DatasetSplits
+    history: list[dict[str, float]]
+
+
+def random_crop_flip(
+    images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator
+) -> torch.Tensor:
+    """Per-sample random crops (zero padding) and flips, vectorised over the batch."""
+    batch, channels, height, width = images.shape
+    if padding > 0:
+        padded = nn.functional.pad(images, (padding, padding, padding, padding))
+        offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator)
+        rows = offsets[0][:, None] + torch.arange(height)
+        cols = offsets[1][:, None] + torch.arange(width)
+        images = padded[
+            torch.arange(batch)[:, None, None, None],
+            torch.arange(channels)[None, :, None, None],
+            rows[:, None, :, None],
+            cols[:, None, None, :],
+        ]
+    if flip:
+        mask = torch.rand(batch, generator=generator) < 0.5
+        images = torch.where(mask[:, None, None, None], images.flip(3), images)
+    return images
+
+
+def _epoch_training_set(data: DatasetSplits, seed: int, epoch: int) -> ImageSet:
+    if not data.camera_like_train:
+        return data.train
+    # A fresh camera-like draw every epoch, beside the clean images.
+    camera, _ = camera_like(data.train.images[:, 0], seed=seed * 100_003 + epoch)
+    return ImageSet(
+        np.concatenate([data.train.images, camera[:, None]]),
+        np.concatenate([data.train.labels, data.train.labels]),
+    )
+
+
+def _learning_rate_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def exit_accuracies(
+    network: MultiExitNetwork, images: ImageSet, input_spec: InputSpec, batch_size: int = 500
+) -> list[float]:
+    """Top-1 accuracy of every exit on a split."""
+    network.eval()
+    correct = torch.zeros(network.num_stages)
+    for start in range(0, len(images), batch_size):
+        batch = input_spec.normalise(torch.from_numpy(images.images[start : start + batch_size]))
+        labels = torch.from_numpy(images.labels[start : start + batch_size])
+        for index, output in enumerate(network(batch)):
+            correct[index] += (output.logits.argmax(1) == labels).sum()
+    return (correct / len(images)).tolist()
+
+
+def train(
+    config: TrainConfig, output_dir: Path, resume: bool = True, show_progress: bool = True
+) -> TrainedModel:
+    """Train (or resume) and return the network in eval mode; checkpoints after every epoch."""
+    options = config.train
+    torch.set_num_threads(options.threads)
+    torch.manual_seed(options.seed)
+    data = load_dataset(config.data)
+    if tuple(data.train.images.shape[1:]) != tuple(config.model.input_shape):
+        raise ValueError(
+            f"data images are {tuple(data.train.images.shape[1:])} but model.input_shape is "
+            f"{tuple(config.model.input_shape)}"
+        )
+    input_spec = InputSpec.from_images(data.train.images, data.class_names)
+    network = build_network(config.model, pretrained=options.pretrained)
+    projectors = FeatureProjectors(network.embedding_dims)
+    if options.freeze_backbone:
+        for index in range(network.num_stages):
+            network.stage(index).body.requires_grad_(False)
+    memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
+    network = network.to(memory_format=memory_format)  # type: ignore[call-overload]
+    parameters = [p for p in [*network.parameters(), *projectors.parameters()] if p.requires_grad]
+    optimiser = torch.optim.SGD(
+        parameters,
+        lr=options.learning_rate,
+        momentum=options.momentum,
+        nesterov=options.momentum > 0,
+        weight_decay=options.weight_decay,
+    )
+    weights = LossWeights(
+        exit_weights=options.exit_weights or [1.0] * config.model.num_stages,
+        distillation_weight=options.distillation_weight,
+        distillation_temperature=options.distillation_temperature,
+        feature_transfer_weight=options.feature_transfer_weight,
+        label_smoothing=options.label_smoothing,
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = output_dir / CHECKPOINT_NAME
+    start_epoch = 0
+    history: list[dict[str, float]] = []
+    if resume and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, weights_only=True)
+        if state["config"] != config.model_dump_json():
+            raise ValueError(
+                f"{checkpoint_path} was trained with another config; remove it or use --no-resume"
+            )
+        network.load_state_dict(state["network"])
+        projectors.load_state_dict(state["projectors"])
+        optimiser.load_state_dict(state["optimiser"])
+        start_epoch = int(state["epoch"])
+        history = json.loads(state["history"])
+
+    steps_per_epoch = math.ceil(len(_epoch_training_set(data, options.seed, 0)) / options.batch_size)
+    total_steps = steps_per_epoch * options.epochs
+    warmup_steps = max(1, round(options.warmup_epochs * steps_per_epoch))
+    for epoch in range(start_epoch, options.epochs):
+        started = time.perf_counter()
+        generator = torch.Generator().manual_seed(options.seed * 1_000_003 + epoch)
+        epoch_set = _epoch_training_set(data, options.seed, epoch)
+        order = torch.randperm(len(epoch_set), generator=generator)
+        network.train()
+        if options.freeze_backbone:
+            for index in range(network.num_stages):
+                network.stage(index).body.eval()
+        running_loss, running_correct, seen = 0.0, 0, 0
+        batches = range(0, len(order), options.batch_size)
+        progress = tqdm(
+            batches,
+            desc=f"epoch {epoch + 1}/{options.epochs}",
+            disable=not show_progress,
+            mininterval=0.5 if sys.stderr.isatty() else 30.0,
+            leave=False,
+        )
+        for batch_number, start in enumerate(progress):
+            step = epoch * steps_per_epoch + batch_number
+            for group in optimiser.param_groups:
+                group["lr"] = options.learning_rate * _learning_rate_factor(step, total_steps, warmup_steps)
+            batch_index = order[start : start + options.batch_size].numpy()
+            images = torch.from_numpy(epoch_set.images[batch_index])
+            labels = torch.from_numpy(epoch_set.labels[batch_index])
+            images = random_crop_flip(images, options.crop_padding, options.horizontal_flip, generator)
+            batch = input_spec.normalise(images).contiguous(memory_format=memory_format)
+            outputs = network(batch)
+            breakdown = multi_exit_loss(outputs, labels, weights, projectors)
+            optimiser.zero_grad(set_to_none=True)
+            breakdown.total.backward()
+            optimiser.step()
+            running_loss += float(breakdown.total.detach()) * len(labels)
+            running_correct += int((outputs[-1].logits.argmax(1) == labels).sum())
+            seen += len(labels)
+            progress.set_postfix(
+                loss=f"{running_loss / seen:.3f}", acc=f"{running_correct / seen:.3f}", refresh=False
+            )
+        progress.close()
+        validation = exit_accuracies(network, data.val, input_spec)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": running_loss / seen,
+            "train_accuracy_final": running_correct / seen,
+            **{f"val_accuracy_exit_{k}": value for k, value in enumerate(validation)},
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(record)
+        if show_progress:
+            accuracies = " ".join(f"{value:.4f}" for value in validation)
+            print(
+                f"epoch {epoch + 1}/{options.epochs}: loss {record['train_loss']:.4f}, "
+                f"val accuracy per exit {accuracies}, {record['seconds']:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        _save_checkpoint(checkpoint_path, config, network, projectors, optimiser, epoch + 1, history)
+    (output_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    network = network.to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
+    return TrainedModel(config, network, input_spec, data, history)
+
+
+def _save_checkpoint(
+    path: Path,
+    config: TrainConfig,
+    network: nn.Module,
+    projectors: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    epoch: int,
+    history: list[dict[str, float]],
+) -> None:
+    state = {
+        "config": config.model_dump_json(),
+        "network": network.state_dict(),
+        "projectors": projectors.state_dict(),
+        "optimiser": optimiser.state_dict(),
+        "epoch": epoch,
+        "history": json.dumps(history),
+    }
+    temporary = path.with_suffix(".tmp")
+    torch.save(state, temporary)
+    temporary.replace(path)  # atomic: a crash mid-save never leaves a torn checkpoint

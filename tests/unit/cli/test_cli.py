@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distree_mqtt.cli.main import main
+from distree_mqtt.reference import reference_bundle
+
+SUBCOMMANDS = [["train"], ["evaluate"], ["info"], ["bench"], ["bench", "offline"], ["demo"]]
+
+
+@pytest.mark.parametrize("words", SUBCOMMANDS)
+def test_every_command_has_help(words, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*words, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: distree" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_without_a_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "distree_mqtt.cli.main", "train", str(tmp_path / "missing.toml")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "missing.toml: no such file or directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_config_names_the_field(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('name = "x"\n[model]\ndepth = 12\n')
+    assert main(["train", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert "depth must be 6n+4" in error and error.count("\n") == 1
+
+
+def test_info_verifies_a_bundle_and_rejects_a_broken_one(tiny_bundle: Path, capsys) -> None:
+    assert main(["info", str(tiny_bundle)]) == 0
+    assert "all stage hashes verified" in capsys.readouterr().out
+    (tiny_bundle / "stage-1.safetensors").write_bytes(b"x")
+    assert main(["info", str(tiny_bundle)]) == 2
+    assert "stage-1.safetensors: hash mismatch" in capsys.readouterr().err
+
+
+def test_evaluate_writes_json_markdown_and_plots(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "report"
+    assert main(["evaluate", str(reference_bundle("mnist")), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert (out / "tradeoff-test.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "tradeoff-camera.png").stat().st_size > 10_000
+    assert "| no exit (final only) |" in (out / "report.md").read_text()
+    assert report["split_max_abs_logit_difference"] < 1e-5
+    test_split = report["splits"]["test"]
+    assert set(test_split["criteria"]) == {
+        "max_softmax",
+        "entropy",
+        "margin",
+        "patience",
+        "feature_difference",
+    }
+    oracle_saving = test_split["oracle"]["macs_saving"]
+    for criterion in test_split["criteria"].values():
+        assert criterion["operating_point"]["macs_saving"] <= oracle_saving + 1e-9

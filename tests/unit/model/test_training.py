@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from distree_mqtt.model.training import TrainConfig, exit_accuracies, random_crop_flip, train
+
+
+def _config(**train_overrides) -> TrainConfig:
+    return TrainConfig.model_validate(
+        {
+            "name": "tiny",
+            "model": {"depth": 10, "widen_factor": 1, "input_shape": [1, 28, 28], "head_widths": [8, 16]},
+            "data": {"name": "mnist", "train_limit": 2000},
+            "train": {
+                "epochs": 3,
+                "batch_size": 64,
+                "learning_rate": 0.05,
+                "crop_padding": 1,
+                "horizontal_flip": False,
+                "threads": 1,
+            }
+            | train_overrides,
+        }
+    )
+
+
+def test_a_tiny_run_really_learns(tmp_path: Path) -> None:
+    trained = train(_config(), tmp_path, show_progress=False)
+    losses = [record["train_loss"] for record in trained.history]
+    assert losses[-1] < 0.8 * losses[0]
+    accuracies = exit_accuracies(trained.network, trained.data.test, trained.input_spec)
+    assert min(accuracies) > 0.3  # chance is 0.1
+    assert accuracies[-1] > 0.6
+    assert (tmp_path / "checkpoint.pt").exists()
+    assert (tmp_path / "history.json").exists()
+
+
+def test_resuming_gives_the_same_weights_as_one_uninterrupted_run(tmp_path: Path) -> None:
+    straight = train(_config(epochs=2), tmp_path / "straight", show_progress=False)
+    interrupted = tmp_path / "interrupted"
+    train(_config(epochs=1), interrupted, show_progress=False)
+    # Same model/data/optimiser; only the epoch budget grows, as after an interruption.
+    config = _config(epochs=2)
+    state = torch.load(interrupted / "checkpoint.pt", weights_only=True)
+    state["config"] = config.model_dump_json()
+    torch.save(state, interrupted / "checkpoint.pt")
+    resumed = train(config, interrupted, show_progress=False)
+    assert len(resumed.history) == 2
+    for name, tensor in straight.network.state_dict().items():
+        assert torch.allclose(resumed.network.state_dict()[name].float(), tensor.float(), atol=1e-6), name
+
+
+def test_a_checkpoint_from_another_config_is_refused(tmp_path: Path) -> None:
+    train(_config(epochs=1), tmp_path, show_progress=False)
+    with pytest.raises(ValueError, match="trained with another config"):
+        train(_config(epochs=1, learning_rate=0.2), tmp_path, show_progress=False)
+
+
+def test_freeze_backbone_trains_only_the_heads(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    trained = train(_config(epochs=1, freeze_backbone=True), tmp_path, show_progress=False)
+    from distree_mqtt.model import build_network
+
+    torch.manual_seed(0)
+    initial = build_network(trained.config.model)
+    for index in range(3):
+        before = initial.stage(index).body.state_dict()
+        after = trained.network.stage(index).body.state_dict()
+        for name, tensor in before.items():
+            assert torch.equal(after[name], tensor), f"stage {index} {name} changed"
+        assert not torch.equal(
+            initial.stage(index).head.state_dict()["classifier.weight"],
+            trained.network.stage(index).head.state_dict()["classifier.weight"],
+        )
+
+
+def test_random_crop_keeps_shape_and_content() -> None:
+    images = torch.arange(2 * 1 * 6 * 6, dtype=torch.uint8).reshape(2, 1, 6, 6)
+    cropped = random_crop_flip(images, 2, True, torch.Generator().manual_seed(0))
+    assert cropped.shape == images.shape
+    assert random_crop_flip(images, 0, False, torch.Generator()).equal(images)
