@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from distree_mqtt.data import ImageSet
 from distree_mqtt.model.criteria import ExitCriterion, ExitObservation
@@ -55,7 +56,8 @@ def collect_exits(
     network.eval()
     logits: list[list[torch.Tensor]] = [[] for _ in range(network.num_stages)]
     embeddings: list[list[torch.Tensor]] = [[] for _ in range(network.num_stages)]
-    for start in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    for start in tqdm(starts, desc=f"exits on {len(images)} images", leave=False, disable=len(starts) < 10):
         batch = input_spec.normalise(torch.from_numpy(images.images[start : start + batch_size]))
         for index, output in enumerate(network(batch)):
             logits[index].append(output.logits)
