@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -83,6 +83,11 @@ class EnvelopeHeader(BaseModel):
     policy_version: int = Field(0, ge=0)
     hops: list[Hop] = Field(default_factory=list, max_length=MAX_HOPS)
     best: Prediction | None = None
+    exit_probabilities: list[Annotated[list[float], Field(max_length=4096)]] = Field(
+        default_factory=list,
+        max_length=MAX_HOPS,
+        title="Calibrated class probabilities of every earlier exit (for patience/convergence criteria)",
+    )
     reply_to: str | None = Field(None, max_length=256, title="Extra topic the result is also published to")
     tensor: TensorInfo
 

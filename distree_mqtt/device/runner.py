@@ -1,0 +1,212 @@
+"""Run one stage on a batch of validated envelopes and decide, per request, exit or forward.
+
+Pure of MQTT: the service feeds it envelopes and publishes what it returns, which keeps the
+exit logic testable without a broker and identical to the in-process reference.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from distree_mqtt.bundle import Manifest, load_manifest, load_stage
+from distree_mqtt.model.criteria import ExitObservation, get_criterion
+from distree_mqtt.protocol import HopReport, Policy, Result
+from distree_mqtt.wire import Envelope, EnvelopeError, Hop, Prediction, TensorInfo, encode_envelope, get_codec
+from distree_mqtt.wire.images import ImageError, decode_image, preprocess
+
+
+class RejectedInput(ValueError):
+    """A stage input this device will not run (reason in the message)."""
+
+
+@dataclass
+class Work:
+    """One accepted request waiting for, or going through, the stage."""
+
+    envelope: Envelope
+    tensor: torch.Tensor  # the stage's input for this request, without batch dimension
+    received_at: float
+    wire_bytes: int
+    queue_ms: float = 0.0
+
+
+@dataclass
+class Decision:
+    kind: Literal["exit", "forward"]
+    work: Work
+    result: Result | None = None
+    message: bytes | None = None  # the next stage's envelope when forwarding
+    hops: list[Hop] = field(default_factory=list)
+
+
+class StageRunner:
+    def __init__(
+        self, bundle_dir: Path, stage_index: int, codec: str = "int8+zlib", device_name: str = "device"
+    ) -> None:
+        self.bundle_dir = Path(bundle_dir)
+        self.manifest: Manifest = load_manifest(self.bundle_dir)
+        self.stage_index = stage_index
+        self.stage = load_stage(self.bundle_dir, stage_index, self.manifest)
+        self.entry = self.manifest.stages[stage_index]
+        self.is_final = stage_index == len(self.manifest.stages) - 1
+        self.codec = get_codec(codec)
+        self.codec_name = codec
+        self.device_name = device_name
+        # Bound on the decoded tensor: the declared input shape in float32, with slack for codec headers.
+        self.max_tensor_bytes = 4 * math.prod(self.entry.input_shape) + 65536
+
+    @property
+    def model_hash(self) -> str:
+        return self.manifest.content_hash
+
+    def prepare(self, envelope: Envelope, received_at: float, wire_bytes: int) -> Work:
+        """Validate an envelope against this stage and decode its tensor (raises RejectedInput)."""
+        header = envelope.header
+        if header.model_hash != self.model_hash:
+            raise RejectedInput(
+                f"model hash {header.model_hash[:12]}... is not this bundle's {self.model_hash[:12]}..."
+            )
+        if header.stage_index != self.stage_index:
+            raise RejectedInput(
+                f"envelope is for stage {header.stage_index}, this device runs stage {self.stage_index}"
+            )
+        if header.deadline > header.created_at + 24 * 3600 or header.created_at > received_at + 300:
+            raise RejectedInput(
+                "timestamps are not plausible (deadline over a day ahead or created in the future)"
+            )
+        if len(header.exit_probabilities) != self.stage_index or any(
+            len(row) != len(self.manifest.input.class_names) for row in header.exit_probabilities
+        ):
+            raise RejectedInput("exit history does not match the stages before this one")
+        try:
+            if self.stage_index == 0:
+                tensor = self._image_tensor(envelope)
+            else:
+                if header.tensor.kind != "features" or header.tensor.shape != self.entry.input_shape:
+                    raise RejectedInput(
+                        f"features of shape {header.tensor.shape} do not match stage input {self.entry.input_shape}"
+                    )
+                tensor = torch.from_numpy(envelope.features(self.max_tensor_bytes))
+        except (EnvelopeError, ImageError) as error:
+            raise RejectedInput(str(error)) from None
+        return Work(envelope=envelope, tensor=tensor, received_at=received_at, wire_bytes=wire_bytes)
+
+    def _image_tensor(self, envelope: Envelope) -> torch.Tensor:
+        info = envelope.header.tensor
+        if info.kind != "image" or info.codec not in ("jpeg", "png", "raw") or info.dtype != "uint8":
+            raise RejectedInput("stage 0 takes images: kind 'image', codec jpeg, png or raw, dtype uint8")
+        image = decode_image(envelope.payload, info.codec, info.shape)
+        return preprocess(image, self.manifest.input)
+
+    @torch.no_grad()
+    def run(
+        self,
+        batch: list[Work],
+        policy: Policy,
+        next_stage_online: bool = True,
+        remaining_ms: float | None = None,
+        slowdown: float = 1.0,
+    ) -> tuple[list[Decision], float]:
+        """Run the stage on a batch; returns decisions and the batch's compute time in ms."""
+        started = time.perf_counter()
+        inputs = torch.stack([work.tensor for work in batch])
+        features, output = self.stage(inputs)
+        compute_ms = (time.perf_counter() - started) * 1000.0
+        if slowdown > 1.0:  # emulate a slower CPU by stretching the stage time
+            time.sleep(compute_ms * (slowdown - 1.0) / 1000.0)
+            compute_ms *= slowdown
+        temperature = self.entry.temperature
+        probabilities = torch.softmax(output.logits / temperature, dim=1)
+        criterion = get_criterion(policy.criterion)
+        threshold = policy.threshold(self.stage_index)
+        decisions = []
+        now = time.time()
+        for row, work in enumerate(batch):
+            header = work.envelope.header
+            history = [
+                ExitObservation(logits=torch.log(torch.tensor([p], dtype=torch.float32).clamp_min(1e-12)))
+                for p in header.exit_probabilities
+            ]
+            history.append(ExitObservation(logits=(output.logits[row : row + 1] / temperature)))
+            confidence, label = probabilities[row].max(dim=0)
+            best = Prediction(label=int(label), confidence=float(confidence), exit_stage=self.stage_index)
+            hop = Hop(
+                stage_index=self.stage_index,
+                device=self.device_name,
+                queue_ms=round(work.queue_ms, 3),
+                compute_ms=round(compute_ms, 3),
+                wire_bytes=work.wire_bytes,
+            )
+            hops = [*header.hops, hop]
+            reason = None
+            if self.is_final:
+                kind: Literal["exit", "forward"] = "exit"
+            elif threshold is not None and float(criterion.score(history)[0]) >= threshold:
+                kind = "exit"
+            elif now >= header.deadline or (
+                remaining_ms is not None and now + remaining_ms / 1000.0 > header.deadline
+            ):
+                kind, reason = "exit", "deadline"
+            elif not next_stage_online:
+                kind, reason = "exit", "next-stage-offline"
+            else:
+                kind = "forward"
+            if kind == "exit":
+                decisions.append(
+                    Decision(
+                        "exit", work, result=self._result(header, best, hops, reason, policy, now), hops=hops
+                    )
+                )
+                continue
+            next_header = header.model_copy(
+                update={
+                    "stage_index": self.stage_index + 1,
+                    "hops": hops,
+                    "best": best,
+                    "policy_version": policy.version,
+                    "exit_probabilities": [
+                        *header.exit_probabilities,
+                        [round(float(p), 6) for p in probabilities[row]],
+                    ],
+                    "tensor": TensorInfo(
+                        kind="features",
+                        codec=self.codec_name,
+                        dtype="float32",
+                        shape=list(features.shape[1:]),
+                        payload_bytes=0,
+                        crc32=0,
+                    ),
+                }
+            )
+            payload = self.codec.encode(features[row].numpy().astype(np.float32))
+            decisions.append(
+                Decision("forward", work, message=encode_envelope(next_header, payload), hops=hops)
+            )
+        return decisions, compute_ms
+
+    def _result(
+        self, header, best: Prediction, hops: list[Hop], reason: str | None, policy: Policy, now: float
+    ) -> Result:  # type: ignore[no-untyped-def]
+        return Result(
+            request_id=header.request_id,
+            source=header.source,
+            outcome="degraded" if reason else "result",
+            label=best.label,
+            class_name=self.manifest.input.class_names[best.label],
+            confidence=round(best.confidence, 6),
+            exit_stage=best.exit_stage,
+            degraded=reason is not None,
+            reason=reason,
+            latency_ms=round((now - header.created_at) * 1000.0, 3),
+            hops=[HopReport(**hop.model_dump()) for hop in hops],
+            policy_version=policy.version,
+            model_id=self.manifest.model_id,
+            completed_at=now,
+        )

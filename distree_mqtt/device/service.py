@@ -1,0 +1,341 @@
+"""`distree device`: one stage on one device, between the broker and a worker thread.
+
+The MQTT network thread only parks messages in a bounded queue (or rejects them when it is
+full); a worker thread validates, batches and runs the stage, and publishes what comes out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+from pydantic import ValidationError
+
+from distree_mqtt.device.peers import PeerDirectory
+from distree_mqtt.device.runner import Decision, RejectedInput, StageRunner, Work
+from distree_mqtt.device.stats import DeviceCounters, RollingSamples
+from distree_mqtt.policy_defaults import default_policy
+from distree_mqtt.protocol import DeviceInfo, ErrorReport, Policy, Result, Telemetry
+from distree_mqtt.recent_ids import RecentIds
+from distree_mqtt.reference import reference_bundle
+from distree_mqtt.settings import DistreeSettings
+from distree_mqtt.topics import Topics
+from distree_mqtt.transport import LastWill, Message, MqttTransport, Transport
+from distree_mqtt.wire import EnvelopeError, decode_envelope
+from distree_mqtt.wire.envelope import MAX_HEADER_BYTES, PREFIX
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Incoming:
+    payload: bytes
+    topic: str
+    received_at: float
+
+
+def default_device_id(stage_index: int) -> str:
+    return f"{socket.gethostname()}-stage{stage_index}-{os.getpid()}"
+
+
+def peek_request(payload: bytes) -> tuple[str | None, str | None]:
+    """Best-effort (request_id, source) of a message we will not run, to answer it explicitly."""
+    try:
+        _, _, length = PREFIX.unpack_from(payload)
+        if length > MAX_HEADER_BYTES:
+            return None, None
+        raw = json.loads(payload[PREFIX.size : PREFIX.size + length])
+        request_id, source = raw.get("request_id"), raw.get("source")
+        if (
+            isinstance(request_id, str)
+            and isinstance(source, str)
+            and len(request_id) <= 64
+            and len(source) <= 128
+        ):
+            return request_id, source
+    except Exception:  # anything malformed just has no answer address
+        pass
+    return None, None
+
+
+class DeviceService:
+    def __init__(self, settings: DistreeSettings, transport: Transport | None = None) -> None:
+        self.settings = settings
+        options = settings.device
+        self.topics = Topics(settings.topic_prefix, settings.pipeline)
+        self.device_id = options.device_id or default_device_id(options.stage_index)
+        torch.set_num_threads(options.threads)
+        bundle = options.bundle or reference_bundle("mnist")
+        self.runner = StageRunner(bundle, options.stage_index, options.codec, self.device_id)
+        self.num_stages = len(self.runner.manifest.stages)
+        self.policy: Policy = default_policy(self.runner.manifest)
+        self.peers = PeerDirectory(self.runner.model_hash)
+        self.counters = DeviceCounters()
+        self.recent = RecentIds()
+        self.queue_delay = RollingSamples()
+        self.compute_time = RollingSamples()
+        self.work: queue.Queue[_Incoming] = queue.Queue(maxsize=options.queue_capacity)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.transport = transport or MqttTransport(
+            settings.broker,
+            client_id=self.device_id,
+            will=LastWill(self.topics.status(self.device_id), "offline"),
+            on_connected=self._on_connected,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        options = self.settings.device
+        stage_topic = (
+            self.topics.stage_input_shared(options.stage_index, options.group)
+            if options.shared_subscription
+            else self.topics.stage_input(options.stage_index)
+        )
+        self.transport.subscribe(self.topics.policy, self._on_policy)
+        self.transport.subscribe(self.topics.all_status, self._on_status)
+        self.transport.subscribe(self.topics.all_device_info, self._on_device_info)
+        self.transport.subscribe(self.topics.all_telemetry, self._on_telemetry)
+        self.transport.subscribe(stage_topic, self._on_stage_input)
+        if isinstance(self.transport, MqttTransport):
+            self.transport.start()
+        else:
+            self._on_connected(Message("", b""))
+        for target, name in ((self._work_loop, "stage-worker"), (self._telemetry_loop, "telemetry")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info(
+            "device %s serving stage %d of %s",
+            self.device_id,
+            options.stage_index,
+            self.runner.manifest.model_id,
+        )
+
+    def stop(self) -> None:
+        """Finish the work in hand, then say `stopped` and leave."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.transport.publish(self.topics.status(self.device_id), "stopped", retain=True)
+        self.transport.publish(self.topics.device_info(self.device_id), b"", retain=True)
+        if isinstance(self.transport, MqttTransport):
+            time.sleep(0.2)  # let the last publishes leave before the socket closes
+        self.transport.stop()
+
+    def _on_connected(self, _: Message) -> None:
+        info = DeviceInfo(
+            device=self.device_id,
+            stage_index=self.runner.stage_index,
+            num_stages=self.num_stages,
+            model_id=self.runner.manifest.model_id,
+            model_hash=self.runner.model_hash,
+            codec=self.runner.codec_name,
+            slowdown=self.settings.device.slowdown,
+            started_at=time.time(),
+        )
+        self.transport.publish(self.topics.device_info(self.device_id), info.model_dump_json(), retain=True)
+        self.transport.publish(self.topics.status(self.device_id), "online", retain=True)
+
+    # -- network thread: keep short ----------------------------------------------------------
+    def _on_stage_input(self, message: Message) -> None:
+        self.counters.add(received=1, bytes_in=len(message.payload))
+        if len(message.payload) > self.settings.device.max_message_bytes:
+            self._reject(
+                message.topic, message.payload, f"message over {self.settings.device.max_message_bytes} bytes"
+            )
+            return
+        try:
+            self.work.put_nowait(
+                _Incoming(message.payload, message.topic, message.received_at or time.time())
+            )
+        except queue.Full:
+            self._reject(message.topic, message.payload, "overloaded: stage queue full")
+
+    def _on_policy(self, message: Message) -> None:
+        try:
+            policy = Policy.model_validate_json(message.payload)
+        except ValidationError as error:
+            self._report_error(message.topic, f"invalid policy: {error.errors()[0]['msg']}")
+            return
+        # The broker orders messages on one topic, so the latest policy is the one to apply.
+        self.policy = policy
+
+    def _on_status(self, message: Message) -> None:
+        status = message.payload.decode("utf-8", "replace")[:16]
+        self.peers.update_status(self.topics.last_level(message.topic), status)
+
+    def _on_device_info(self, message: Message) -> None:
+        device = self.topics.last_level(message.topic)
+        if not message.payload:
+            self.peers.update_info(device, None)
+            return
+        try:
+            self.peers.update_info(device, DeviceInfo.model_validate_json(message.payload))
+        except ValidationError:
+            self._report_error(message.topic, "invalid device descriptor")
+
+    def _on_telemetry(self, message: Message) -> None:
+        try:
+            self.peers.update_telemetry(Telemetry.model_validate_json(message.payload))
+        except ValidationError:
+            self._report_error(message.topic, "invalid telemetry")
+
+    # -- worker thread -------------------------------------------------------------------------
+    def _work_loop(self) -> None:
+        options = self.settings.device
+        while not (self._stop.is_set() and self.work.empty()):
+            try:
+                first = self.work.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            batch_messages = [first]
+            fill_until = time.monotonic() + options.batch_wait_ms / 1000.0
+            while len(batch_messages) < options.max_batch:
+                timeout = fill_until - time.monotonic()
+                try:
+                    batch_messages.append(
+                        self.work.get(timeout=timeout) if timeout > 0 else self.work.get_nowait()
+                    )
+                except queue.Empty:
+                    break
+            try:
+                self._run_batch(batch_messages)
+            except Exception as error:  # never lose the thread; answer what we held
+                log.exception("stage run failed")
+                for incoming in batch_messages:
+                    self._reject(incoming.topic, incoming.payload, f"internal error: {type(error).__name__}")
+
+    def _run_batch(self, batch_messages: list[_Incoming]) -> None:
+        started = time.time()
+        accepted: list[Work] = []
+        for incoming in batch_messages:
+            try:
+                envelope = decode_envelope(incoming.payload, self.settings.device.max_message_bytes)
+                work = self.runner.prepare(envelope, incoming.received_at, len(incoming.payload))
+            except (EnvelopeError, RejectedInput) as error:
+                self._reject(incoming.topic, incoming.payload, str(error))
+                continue
+            if not self.recent.add(envelope.header.request_id):
+                self.counters.add(duplicates=1)
+                continue
+            work.queue_ms = max(0.0, (started - incoming.received_at) * 1000.0)
+            self.queue_delay.add(work.queue_ms)
+            accepted.append(work)
+        if not accepted:
+            return
+        next_stage = self.runner.stage_index + 1
+        next_online = self.runner.is_final or bool(self.peers.online_devices(next_stage))
+        remaining = None if self.runner.is_final else self.peers.remaining_ms(next_stage, self.num_stages)
+        decisions, compute_ms = self.runner.run(
+            accepted, self.policy, next_online, remaining, self.settings.device.slowdown
+        )
+        for _ in accepted:
+            self.compute_time.add(compute_ms / len(accepted))
+        for decision in decisions:
+            self._publish_decision(decision)
+        self.counters.add(processed=len(accepted))
+
+    def _publish_decision(self, decision: Decision) -> None:
+        header = decision.work.envelope.header
+        if decision.kind == "forward":
+            assert decision.message is not None
+            expiry = max(0.0, header.deadline - time.time())
+            self.transport.publish(
+                self.topics.stage_input(self.runner.stage_index + 1), decision.message, expiry_s=expiry
+            )
+            self.counters.add(forwarded=1, bytes_out=len(decision.message))
+            return
+        assert decision.result is not None
+        self.publish_result(decision.result, header.reply_to)
+        self.counters.add(exited=1, degraded=int(decision.result.degraded))
+
+    def publish_result(self, result: Result, reply_to: str | None = None) -> None:
+        payload = result.model_dump_json(exclude_none=True)
+        self.transport.publish(self.topics.results(result.source), payload)
+        if reply_to:
+            # Only inside this pipeline's reply namespace: a request must not steer results
+            # onto control or stage topics.
+            if reply_to.startswith(f"{self.topics.root}/reply/") and not any(c in reply_to for c in "+#\x00"):
+                self.transport.publish(reply_to, payload)
+            else:
+                self._report_error(
+                    self.topics.stage_input(self.runner.stage_index), "reply_to outside the reply namespace"
+                )
+
+    # -- rejections and telemetry ----------------------------------------------------------
+    def _reject(self, topic: str, payload: bytes, reason: str) -> None:
+        self.counters.add(rejected=1)
+        request_id, source = peek_request(payload)
+        self._report_error(topic, reason, request_id, source)
+        if request_id is not None and source is not None:
+            rejection = Result(
+                request_id=request_id,
+                source=source,
+                outcome="rejected",
+                reason=reason,
+                completed_at=time.time(),
+            )
+            self.transport.publish(self.topics.results(source), rejection.model_dump_json(exclude_none=True))
+
+    def _report_error(
+        self, topic: str, reason: str, request_id: str | None = None, source: str | None = None
+    ) -> None:
+        self.counters.add(errors=1)
+        report = ErrorReport(
+            component=self.device_id,
+            topic=topic,
+            reason=reason[:300],
+            request_id=request_id,
+            source=source,
+            timestamp=time.time(),
+        )
+        self.transport.publish(self.topics.errors, report.model_dump_json(exclude_none=True), qos=0)
+
+    def telemetry(self) -> Telemetry:
+        counters = self.counters
+        with counters.lock:
+            snapshot = {
+                name: getattr(counters, name)
+                for name in (
+                    "received",
+                    "processed",
+                    "exited",
+                    "forwarded",
+                    "degraded",
+                    "rejected",
+                    "errors",
+                    "bytes_in",
+                    "bytes_out",
+                )
+            }
+        return Telemetry(
+            device=self.device_id,
+            stage_index=self.runner.stage_index,
+            timestamp=time.time(),
+            interval_s=self.settings.device.telemetry_interval_s,
+            queue_length=self.work.qsize(),
+            queue_capacity=self.settings.device.queue_capacity,
+            queue_delay_p50_ms=round(self.queue_delay.percentile(50), 3),
+            queue_delay_p95_ms=round(self.queue_delay.percentile(95), 3),
+            compute_p50_ms=round(self.compute_time.percentile(50), 3),
+            compute_p95_ms=round(self.compute_time.percentile(95), 3),
+            policy_version=self.policy.version,
+            **snapshot,
+        )
+
+    def _telemetry_loop(self) -> None:
+        interval = self.settings.device.telemetry_interval_s
+        while True:
+            self.transport.publish(
+                self.topics.telemetry(self.device_id), self.telemetry().model_dump_json(), qos=0
+            )
+            if self._stop.wait(interval):
+                return

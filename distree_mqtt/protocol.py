@@ -1,0 +1,129 @@
+"""JSON messages of the protocol: policy, results, telemetry, device descriptors, errors.
+
+All are pydantic models: they validate what arrives (anything on a home network can publish)
+and serialise what we send. See docs/protocol.md for the topics they travel on.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PolicyMode = Literal["adaptive", "static", "no-exit"]
+OutcomeKind = Literal["result", "degraded", "timeout", "rejected"]
+
+
+class Policy(BaseModel):
+    """Exit thresholds every device applies; retained on control/policy, versioned."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: int = Field(ge=0)
+    mode: PolicyMode = "adaptive"
+    criterion: str = Field("max_softmax", max_length=64)
+    thresholds: list[float | None] = Field(
+        default_factory=list,
+        max_length=64,
+        title="Per early exit; null means never exit there",
+    )
+    latency_target_ms: float = Field(500.0, gt=0, le=3_600_000)
+    remaining_ms: list[float] = Field(
+        default_factory=list,
+        max_length=64,
+        title="Expected time from entering stage k to the final answer (deadline-aware exits)",
+    )
+    issued_at: float = 0.0
+
+    def threshold(self, stage_index: int) -> float | None:
+        if self.mode == "no-exit" or stage_index >= len(self.thresholds):
+            return None
+        return self.thresholds[stage_index]
+
+
+class HopReport(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    stage_index: int
+    device: str
+    queue_ms: float
+    compute_ms: float
+    wire_bytes: int = 0
+
+
+class Result(BaseModel):
+    """Exactly one per request, on results/<source> (and the request's reply topic)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    request_id: str
+    source: str
+    outcome: OutcomeKind
+    label: int | None = None
+    class_name: str | None = None
+    confidence: float | None = None
+    exit_stage: int | None = None
+    degraded: bool = False
+    reason: str | None = Field(None, title="Why degraded or rejected")
+    latency_ms: float | None = Field(None, title="From request creation to this result")
+    hops: list[HopReport] = Field(default_factory=list)
+    policy_version: int | None = None
+    model_id: str | None = None
+    completed_at: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("result", "degraded")
+
+
+class DeviceInfo(BaseModel):
+    """Retained descriptor of a device: what it serves (cleared on a clean stop)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    device: str
+    stage_index: int = Field(ge=0)
+    num_stages: int = Field(ge=1)
+    model_id: str
+    model_hash: str
+    codec: str
+    slowdown: float = 1.0
+    started_at: float
+
+
+class Telemetry(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    device: str
+    stage_index: int
+    timestamp: float
+    interval_s: float
+    queue_length: int
+    queue_capacity: int
+    queue_delay_p50_ms: float
+    queue_delay_p95_ms: float
+    compute_p50_ms: float
+    compute_p95_ms: float
+    received: int = Field(title="Stage inputs received since start")
+    processed: int
+    exited: int = Field(title="Requests answered at this stage since start")
+    forwarded: int
+    degraded: int
+    rejected: int
+    errors: int
+    bytes_in: int
+    bytes_out: int
+    policy_version: int
+
+
+class ErrorReport(BaseModel):
+    """One rejected message: why, and where it came from; never the payload."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    component: str
+    topic: str
+    reason: str
+    request_id: str | None = None
+    source: str | None = None
+    timestamp: float

@@ -1,0 +1,196 @@
+"""paho-mqtt 2.x transport: first connect retried with backoff, then paho's own reconnects.
+
+Subscriptions are remembered and renewed on every (re)connect, so a broker restart is
+invisible to the runtimes apart from the gap. Works with MQTT 5 and 3.1.1 brokers.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from distree_mqtt.settings import BrokerSettings
+from distree_mqtt.transport.base import Message, MessageHandler, Transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LastWill:
+    topic: str
+    payload: bytes | str
+    retain: bool = True
+    qos: int = 1
+
+
+def _filter_for_matching(topic_filter: str) -> str:
+    """`$share/<group>/a/b` delivers topics matching `a/b`."""
+    if topic_filter.startswith("$share/"):
+        return topic_filter.split("/", 2)[2]
+    return topic_filter
+
+
+class MqttTransport(Transport):
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        client_id: str,
+        will: LastWill | None = None,
+        on_connected: MessageHandler | None = None,
+        persistent_session: bool = False,
+    ) -> None:
+        self._settings = settings
+        self._endpoint = settings.endpoint()
+        self.is_v5 = settings.protocol == "5"
+        self._client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5 if self.is_v5 else paho.MQTTv311,
+            clean_session=None if self.is_v5 else not persistent_session,
+        )
+        self._persistent = persistent_session
+        if self._endpoint.username is not None:
+            self._client.username_pw_set(self._endpoint.username, self._endpoint.password)
+        if self._endpoint.tls:
+            context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+            if settings.cert_file is not None:
+                context.load_cert_chain(
+                    str(settings.cert_file), str(settings.key_file) if settings.key_file else None
+                )
+            self._client.tls_set_context(context)
+        if will is not None:
+            self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self._client.max_queued_messages_set(10_000)
+        self._subscriptions: dict[str, tuple[int, MessageHandler]] = {}
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self._on_connected = on_connected
+        self._client.on_connect = self._handle_connect
+        self._client.on_disconnect = self._handle_disconnect
+        self._client.on_message = self._handle_message
+        self.connect_count = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, wait_s: float = 10.0) -> None:
+        """Connect (retrying with exponential backoff) and start the network thread."""
+
+        @retry(
+            retry=retry_if_exception_type(OSError),
+            stop=stop_after_attempt(self._settings.connect_attempts),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            reraise=True,
+        )
+        def connect() -> None:
+            properties = None
+            if self.is_v5 and self._persistent:
+                properties = Properties(PacketTypes.CONNECT)
+                properties.SessionExpiryInterval = 3600
+            self._client.connect(
+                self._endpoint.host,
+                self._endpoint.port,
+                keepalive=self._settings.keepalive_s,
+                clean_start=not self._persistent if self.is_v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+                properties=properties,
+            )
+
+        try:
+            connect()
+        except OSError as error:
+            raise ConnectionError(
+                f"cannot reach the broker at {self._endpoint.host}:{self._endpoint.port}: {error}"
+            ) from None
+        self._client.loop_start()
+        if not self._connected.wait(wait_s):
+            self._client.loop_stop()
+            raise ConnectionError(
+                f"broker at {self._endpoint.host}:{self._endpoint.port} did not accept the connection "
+                f"(check credentials and protocol version {self._settings.protocol})"
+            )
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    # -- interface -------------------------------------------------------------------------
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int = 1,
+        retain: bool = False,
+        expiry_s: float | None = None,
+    ) -> None:
+        properties = None
+        if self.is_v5 and expiry_s is not None:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.MessageExpiryInterval = max(1, int(expiry_s + 0.999))
+        self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+
+    def publish_and_wait(
+        self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False, timeout_s: float = 5.0
+    ) -> None:
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(timeout_s)
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 1) -> None:
+        with self._lock:
+            self._subscriptions[topic_filter] = (qos, handler)
+        if self._connected.is_set():
+            self._client.subscribe(topic_filter, qos=qos)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        with self._lock:
+            self._subscriptions.pop(topic_filter, None)
+        self._client.unsubscribe(topic_filter)
+
+    # -- paho callbacks (network thread) ---------------------------------------------------
+    def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        if reason_code.is_failure:
+            log.warning("broker refused the connection: %s", reason_code)
+            return
+        self.connect_count += 1
+        with self._lock:
+            subscriptions = list(self._subscriptions.items())
+        for topic_filter, (qos, _) in subscriptions:
+            client.subscribe(topic_filter, qos=qos)
+        self._connected.set()
+        if self._on_connected is not None:
+            self._on_connected(Message(topic="", payload=b"", received_at=time.time()))
+
+    def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        self._connected.clear()
+        if reason_code.value != 0:
+            log.warning("disconnected from the broker (%s); reconnecting", reason_code)
+
+    def _handle_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
+        received = Message(
+            topic=message.topic,
+            payload=bytes(message.payload),
+            retain=bool(message.retain),
+            received_at=time.time(),
+        )
+        with self._lock:
+            handlers = [
+                handler
+                for topic_filter, (_, handler) in self._subscriptions.items()
+                if paho.topic_matches_sub(_filter_for_matching(topic_filter), message.topic)
+            ]
+        for handler in handlers:
+            try:
+                handler(received)
+            except Exception:  # a handler bug must never kill the network thread
+                log.exception("handler for %s failed", message.topic)
