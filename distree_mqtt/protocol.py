@@ -104,6 +104,7 @@ class Telemetry(BaseModel):
     queue_delay_p95_ms: float
     compute_p50_ms: float
     compute_p95_ms: float
+    batch_compute_p50_ms: float = Field(0.0, title="Time one micro-batch takes (what a request waits for)")
     received: int = Field(title="Stage inputs received since start")
     processed: int
     exited: int = Field(title="Requests answered at this stage since start")

@@ -36,7 +36,9 @@ class ProfilePoint(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    thresholds: list[float] = Field(title="Threshold per early exit (the final exit always answers)")
+    thresholds: list[float | None] = Field(
+        title="Threshold per early exit; null = never exit there (the final exit always answers)"
+    )
     exit_rates: list[float] = Field(title="Share of samples leaving at each exit")
     expected_macs: float = Field(title="Mean multiply-accumulates per sample")
     accuracy: float

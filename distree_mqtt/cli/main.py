@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError
 
 from distree_mqtt import __version__
-from distree_mqtt.cli import bench_commands, model_commands
+from distree_mqtt.cli import bench_commands, model_commands, runtime_commands
 
-EXPECTED_ERRORS = (ValueError, RuntimeError, OSError, KeyError)
+EXPECTED_ERRORS = (ValueError, RuntimeError, OSError, KeyError, ConnectionError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     model_commands.register(commands)
+    runtime_commands.register(commands)
     bench_commands.register(commands)
     return parser
 

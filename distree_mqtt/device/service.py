@@ -81,6 +81,7 @@ class DeviceService:
         self.recent = RecentIds()
         self.queue_delay = RollingSamples()
         self.compute_time = RollingSamples()
+        self.batch_time = RollingSamples()
         self.work: queue.Queue[_Incoming] = queue.Queue(maxsize=options.queue_capacity)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -237,6 +238,7 @@ class DeviceService:
         decisions, compute_ms = self.runner.run(
             accepted, self.policy, next_online, remaining, self.settings.device.slowdown
         )
+        self.batch_time.add(compute_ms)
         for _ in accepted:
             self.compute_time.add(compute_ms / len(accepted))
         for decision in decisions:
@@ -327,6 +329,7 @@ class DeviceService:
             queue_delay_p95_ms=round(self.queue_delay.percentile(95), 3),
             compute_p50_ms=round(self.compute_time.percentile(50), 3),
             compute_p95_ms=round(self.compute_time.percentile(95), 3),
+            batch_compute_p50_ms=round(self.batch_time.percentile(50), 3),
             policy_version=self.policy.version,
             **snapshot,
         )

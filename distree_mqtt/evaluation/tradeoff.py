@@ -23,6 +23,11 @@ class Outcome:
     accuracy: float
 
 
+def threshold_array(thresholds: list[float | None]) -> np.ndarray:
+    """Profile thresholds as numbers: null (never exit) becomes +inf."""
+    return np.asarray([np.inf if t is None else t for t in thresholds], dtype=np.float64)
+
+
 def exit_indices(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """First early exit whose score clears its threshold, else the final exit."""
     num_early = scores.shape[0]
@@ -63,7 +68,7 @@ def sweep(
         result = outcome(exit_indices(scores, thresholds), correct, exit_macs)
         points.append(
             ProfilePoint(
-                thresholds=[float(t) for t in thresholds],
+                thresholds=[None if np.isinf(t) else float(t) for t in thresholds],
                 exit_rates=result.exit_rates,
                 expected_macs=result.expected_macs,
                 accuracy=result.accuracy,
@@ -94,7 +99,8 @@ def apply_settings(
 ) -> list[Outcome]:
     """Measure settings chosen elsewhere (validation) on other data (test)."""
     return [
-        outcome(exit_indices(scores, np.asarray(point.thresholds)), correct, exit_macs) for point in front
+        outcome(exit_indices(scores, threshold_array(point.thresholds)), correct, exit_macs)
+        for point in front
     ]
 
 

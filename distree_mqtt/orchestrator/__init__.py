@@ -1,0 +1,1 @@
+"""The orchestrator: watches load and latency, publishes the exit policy."""
