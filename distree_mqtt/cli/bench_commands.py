@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,20 @@ def register(commands: Any) -> None:
 
     demo = commands.add_parser(
         "demo",
-        help="show the shipped reference model's accuracy/compute trade-off",
-        description="Verify the shipped MNIST reference bundle and print its offline trade-off table.",
+        help="run the distributed pipeline on this machine and print a summary",
+        description="Start a private broker (Mosquitto, else the embedded amqtt broker), the orchestrator "
+        "and three device processes, stream the bundled test images at a set rate, print accuracy, exits "
+        "per stage, latency percentiles and bytes per hop, then stop everything.",
     )
+    demo.add_argument("--images", type=int, default=300, help="how many test images to stream")
+    demo.add_argument("--rate", type=float, default=30.0, help="requests per second")
+    demo.add_argument("--deadline-ms", type=float, default=1000.0)
+    demo.add_argument("--latency-target-ms", type=float, default=250.0)
+    demo.add_argument("--slowdown", type=float, default=1.0, help="emulate slower devices (stage time x F)")
+    demo.add_argument("--codec", default="int8+zlib", help="feature codec between stages")
+    demo.add_argument("--broker", choices=["auto", "mosquitto", "embedded"], default="auto")
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.add_argument("--offline", action="store_true", help="only show the offline trade-off of the bundle")
     demo.set_defaults(handler=run_demo)
 
 
@@ -54,6 +66,23 @@ def run_offline(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if not args.offline:
+        from distree_mqtt.demo import DemoOptions, format_summary
+        from distree_mqtt.demo import run_demo as run_distributed
+
+        options = DemoOptions(
+            images=args.images,
+            rate=args.rate,
+            deadline_ms=args.deadline_ms,
+            latency_target_ms=args.latency_target_ms,
+            slowdown=args.slowdown,
+            codec=args.codec,
+            broker=args.broker,
+            progress=not args.json,
+        )
+        summary = run_distributed(options)
+        print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+        return 0
     from distree_mqtt.evaluation.report import evaluate_bundle
     from distree_mqtt.reference import reference_bundle
 
