@@ -95,7 +95,7 @@ class ThresholdController:
     smoothing: float = 0.3
     correction: float = 1.0
     current: int = -1
-    last_upward_move: float = -math.inf
+    last_move: float = -math.inf
     history: list[tuple[float, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -124,7 +124,8 @@ class ThresholdController:
             chosen = max(meeting, key=lambda i: self.front[i].accuracy) if meeting else 0
         else:
             chosen = self.current
-            if now - self.last_upward_move >= self.dwell_s:
+            # Any move starts a dwell period before the next upward move: no flip-flopping.
+            if now - self.last_move >= self.dwell_s:
                 better = [
                     i
                     for i in range(len(self.front))
@@ -133,8 +134,8 @@ class ThresholdController:
                 ]
                 if better:
                     chosen = max(better, key=lambda i: self.front[i].accuracy)
-                    self.last_upward_move = now
         if chosen != self.current:
+            self.last_move = now
             self.history.append((now, chosen))
             self.current = chosen
         return self.front[self.current]
