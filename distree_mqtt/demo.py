@@ -7,11 +7,6 @@ camera-like, so difficulty varies) at a set rate and a summary is printed at the
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -20,14 +15,11 @@ from typing import Any, Literal
 import numpy as np
 from tqdm import tqdm
 
-from distree_mqtt.broker import MosquittoBroker, mosquitto_available
-from distree_mqtt.broker.embedded import EmbeddedBroker, embedded_available
 from distree_mqtt.client import Pipeline, RequestRejected, RequestTimeout
 from distree_mqtt.data import DataSpec, load_dataset
+from distree_mqtt.launch import Processes, start_broker, wait_online
 from distree_mqtt.protocol import Result
 from distree_mqtt.settings import load_settings
-from distree_mqtt.topics import Topics
-from distree_mqtt.transport import Message, MqttTransport
 
 PIPELINE = "demo"
 
@@ -42,77 +34,6 @@ class DemoOptions:
     codec: str = "int8+zlib"
     broker: Literal["auto", "mosquitto", "embedded"] = "auto"
     progress: bool = True
-
-
-def _start_broker(choice: str) -> tuple[Any, str]:
-    if choice in ("auto", "mosquitto") and mosquitto_available():
-        return MosquittoBroker().start(), "5"
-    if choice == "mosquitto":
-        raise RuntimeError("mosquitto is not installed (Debian: apt-get install mosquitto)")
-    if not embedded_available():
-        raise RuntimeError("no broker: install mosquitto, or pip install amqtt for the embedded broker")
-    return EmbeddedBroker().start(), "3.1.1"
-
-
-class _Processes:
-    def __init__(self) -> None:
-        self.children: list[subprocess.Popen[bytes]] = []
-
-    def spawn(self, arguments: list[str], environment: dict[str, str]) -> None:
-        command = [sys.executable, "-m", "distree_mqtt.cli.main", *arguments]
-        self.children.append(
-            subprocess.Popen(
-                command, env={**os.environ, **environment}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-            )
-        )
-
-    def check_alive(self) -> None:
-        for child in self.children:
-            if child.poll() is not None:
-                error = (child.stderr.read() if child.stderr else b"").decode(errors="replace").strip()
-                raise RuntimeError(
-                    f"a demo process exited early: {error.splitlines()[-1] if error else child.returncode}"
-                )
-
-    def stop(self) -> None:
-        for child in self.children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in self.children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-
-
-def _wait_online(
-    url: str, protocol: str, expected: set[str], processes: _Processes, timeout_s: float = 60
-) -> None:
-    settings = load_settings(broker={"url": url, "protocol": protocol}, pipeline=PIPELINE)
-    topics = Topics(pipeline=PIPELINE)
-    online: set[str] = set()
-    ready = threading.Event()
-
-    def on_status(message: Message) -> None:
-        if message.payload == b"online":
-            online.add(topics.last_level(message.topic))
-            if expected <= online:
-                ready.set()
-
-    watcher = MqttTransport(settings.broker, client_id="distree-demo-watch")
-    watcher.subscribe(topics.all_status, on_status)
-    watcher.start()
-    try:
-        deadline = time.monotonic() + timeout_s
-        while not ready.wait(0.2):
-            processes.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"demo processes not online after {timeout_s:.0f} s: missing {sorted(expected - online)}"
-                )
-    finally:
-        watcher.stop()
 
 
 def summarise(
@@ -158,8 +79,8 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     order = np.random.default_rng(0).permutation(count)
     images, labels = images[order], labels[order]
 
-    broker, protocol = _start_broker(options.broker)
-    processes = _Processes()
+    broker, protocol = start_broker(options.broker)
+    processes = Processes()
     environment = {"DISTREE_BROKER__PROTOCOL": protocol, "PYTHONUNBUFFERED": "1"}
     if protocol != "5":
         environment["DISTREE_DEVICE__SHARED_SUBSCRIPTION"] = "false"  # amqtt ignores $share
@@ -184,8 +105,12 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
                 ],
                 environment,
             )
-        _wait_online(
-            broker.url, protocol, {"orchestrator", "demo-stage0", "demo-stage1", "demo-stage2"}, processes
+        wait_online(
+            broker.url,
+            protocol,
+            PIPELINE,
+            {"orchestrator", "demo-stage0", "demo-stage1", "demo-stage2"},
+            processes,
         )
         time.sleep(1.0)  # one telemetry round so devices know their peers
         settings = load_settings(

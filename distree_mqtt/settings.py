@@ -111,12 +111,18 @@ class DeviceSettings(BaseModel):
         64, ge=1, le=100_000, title="Bounded work queue; beyond it requests are rejected"
     )
     max_batch: int = Field(8, ge=1, le=1024, title="Micro-batch: at most this many requests per run")
-    batch_wait_ms: float = Field(2.0, ge=0, le=1000, title="Micro-batch: wait this long to fill a batch")
+    batch_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        title="Micro-batch: wait this long to fill a batch (0: take what is queued, never wait when idle)",
+    )
     codec: str = Field("int8+zlib", title="Feature codec for the next hop")
     slowdown: float = Field(1.0, ge=1.0, le=1000, title="Emulate a slower CPU: stage time x this factor")
     telemetry_interval_s: float = Field(1.0, gt=0, le=3600)
     max_message_bytes: int = Field(4 << 20, ge=1024, title="Larger stage inputs are rejected unread")
     threads: int = Field(1, ge=1, le=256, title="torch CPU threads for the stage")
+    whole_model: bool = Field(False, title="Run every stage here and answer at the final exit (baseline)")
 
 
 class OrchestratorSettings(BaseModel):

@@ -44,6 +44,12 @@ def register(commands: Any) -> None:
     device.add_argument("--slowdown", type=float, help="emulate a slower CPU: stage time x F")
     device.add_argument("--max-batch", type=int, help="micro-batch size")
     device.add_argument("--queue-capacity", type=int, help="bounded queue length")
+    device.add_argument(
+        "--whole-model",
+        action="store_true",
+        default=None,
+        help="run all stages here, final exit only (baseline)",
+    )
     device.set_defaults(handler=run_device)
 
     orchestrator = commands.add_parser(
@@ -93,6 +99,7 @@ def run_device(args: argparse.Namespace) -> int:
         "slowdown": args.slowdown,
         "max_batch": args.max_batch,
         "queue_capacity": args.queue_capacity,
+        "whole_model": args.whole_model,
     }
     service = DeviceService(_settings(args, device=device))
     service.start()

@@ -14,9 +14,11 @@ from typing import Literal
 
 import numpy as np
 import torch
+from torch import nn
 
 from distree_mqtt.bundle import Manifest, load_manifest, load_stage
 from distree_mqtt.model.criteria import ExitObservation, get_criterion
+from distree_mqtt.model.multi_exit import ExitOutput
 from distree_mqtt.protocol import HopReport, Policy, Result
 from distree_mqtt.wire import Envelope, EnvelopeError, Hop, Prediction, TensorInfo, encode_envelope, get_codec
 from distree_mqtt.wire.images import ImageError, decode_image, preprocess
@@ -46,16 +48,44 @@ class Decision:
     hops: list[Hop] = field(default_factory=list)
 
 
+class _WholeModel(nn.Module):
+    """All stages in one module, answering only at the final exit (the one-device baseline)."""
+
+    def __init__(self, stages: list[nn.Module]) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ExitOutput]:
+        for stage in self.stages:
+            x, output = stage(x)
+        return x, output
+
+
 class StageRunner:
     def __init__(
-        self, bundle_dir: Path, stage_index: int, codec: str = "int8+zlib", device_name: str = "device"
+        self,
+        bundle_dir: Path,
+        stage_index: int,
+        codec: str = "int8+zlib",
+        device_name: str = "device",
+        whole_model: bool = False,
     ) -> None:
         self.bundle_dir = Path(bundle_dir)
         self.manifest: Manifest = load_manifest(self.bundle_dir)
         self.stage_index = stage_index
-        self.stage = load_stage(self.bundle_dir, stage_index, self.manifest)
+        num_stages = len(self.manifest.stages)
+        if whole_model:
+            if stage_index != 0:
+                raise ValueError("a whole-model device takes images: run it as stage 0")
+            stages: list[nn.Module] = [
+                load_stage(self.bundle_dir, k, self.manifest) for k in range(num_stages)
+            ]
+            self.stage: nn.Module = _WholeModel(stages).eval()
+        else:
+            self.stage = load_stage(self.bundle_dir, stage_index, self.manifest)
         self.entry = self.manifest.stages[stage_index]
-        self.is_final = stage_index == len(self.manifest.stages) - 1
+        self.final_entry = self.manifest.stages[-1] if whole_model else self.entry
+        self.is_final = whole_model or stage_index == num_stages - 1
         self.codec = get_codec(codec)
         self.codec_name = codec
         self.device_name = device_name
@@ -122,7 +152,7 @@ class StageRunner:
         if slowdown > 1.0:  # emulate a slower CPU by stretching the stage time
             time.sleep(compute_ms * (slowdown - 1.0) / 1000.0)
             compute_ms *= slowdown
-        temperature = self.entry.temperature
+        temperature = self.final_entry.temperature
         probabilities = torch.softmax(output.logits / temperature, dim=1)
         criterion = get_criterion(policy.criterion)
         threshold = policy.threshold(self.stage_index)
@@ -136,7 +166,9 @@ class StageRunner:
             ]
             history.append(ExitObservation(logits=(output.logits[row : row + 1] / temperature)))
             confidence, label = probabilities[row].max(dim=0)
-            best = Prediction(label=int(label), confidence=float(confidence), exit_stage=self.stage_index)
+            best = Prediction(
+                label=int(label), confidence=float(confidence), exit_stage=self.final_entry.index
+            )
             hop = Hop(
                 stage_index=self.stage_index,
                 device=self.device_name,
@@ -150,8 +182,9 @@ class StageRunner:
                 kind: Literal["exit", "forward"] = "exit"
             elif threshold is not None and float(criterion.score(history)[0]) >= threshold:
                 kind = "exit"
-            elif now >= header.deadline or (
-                remaining_ms is not None and now + remaining_ms / 1000.0 > header.deadline
+            elif policy.mode != "no-exit" and (
+                now >= header.deadline
+                or (remaining_ms is not None and now + remaining_ms / 1000.0 > header.deadline)
             ):
                 kind, reason = "exit", "deadline"
             elif not next_stage_online:

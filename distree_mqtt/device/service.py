@@ -73,7 +73,9 @@ class DeviceService:
         self.device_id = options.device_id or default_device_id(options.stage_index)
         torch.set_num_threads(options.threads)
         bundle = options.bundle or reference_bundle("mnist")
-        self.runner = StageRunner(bundle, options.stage_index, options.codec, self.device_id)
+        self.runner = StageRunner(
+            bundle, options.stage_index, options.codec, self.device_id, options.whole_model
+        )
         self.num_stages = len(self.runner.manifest.stages)
         self.policy: Policy = default_policy(self.runner.manifest)
         self.peers = PeerDirectory(self.runner.model_hash)

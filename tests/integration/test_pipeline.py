@@ -168,7 +168,7 @@ def test_a_request_past_its_deadline_is_answered_early(cluster) -> None:
     for stage in range(3):
         cluster.add_device(stage)
     _wait_until_online(cluster)
-    cluster.publish_policy(Policy(version=3, mode="no-exit", thresholds=[None, None]))
+    cluster.publish_policy(Policy(version=3, mode="static", thresholds=[None, None]))
     cluster.wait_for_policy(3)
     with Pipeline(cluster.broker_url, cluster.pipeline) as client:
         result = client.submit(TEST_SET.images[0, 0], deadline_ms=1).result(timeout=10)

@@ -59,11 +59,16 @@ def test_threshold_zero_exits_at_once(first) -> None:
     assert decision.result.class_name == str(decision.result.label)
 
 
+NEVER_EARLY = Policy(version=1, mode="static", thresholds=[None, None])
+
+
 def test_degraded_exits_for_deadline_and_offline_next_stage(first) -> None:
     late = _prepare(first, _image_envelope(first, deadline_s=0.0))
     (decision,), _ = first.run([late], NO_EXIT)
+    assert decision.kind == "forward"  # the no-exit baseline never answers early
+    (decision,), _ = first.run([late], NEVER_EARLY)
     assert decision.result is not None and decision.result.reason == "deadline" and decision.result.degraded
-    (decision,), _ = first.run([_prepare(first, _image_envelope(first))], NO_EXIT, remaining_ms=60_000)
+    (decision,), _ = first.run([_prepare(first, _image_envelope(first))], NEVER_EARLY, remaining_ms=60_000)
     assert decision.result is not None and decision.result.reason == "deadline"
     (decision,), _ = first.run([_prepare(first, _image_envelope(first))], NO_EXIT, next_stage_online=False)
     assert decision.result is not None and decision.result.reason == "next-stage-offline"
