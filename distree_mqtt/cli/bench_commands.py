@@ -28,6 +28,19 @@ def register(commands: Any) -> None:
     offline.add_argument("--configs", type=Path, default=CONFIG_DIR, help="where <model>.toml configs live")
     offline.set_defaults(handler=run_offline)
 
+    pipeline = kinds.add_parser(
+        "pipeline",
+        help="MQTT runtime: codecs, per-hop cost, throughput, adaptive vs baselines under load",
+        description="Runs a private Mosquitto and device processes; writes docs/benchmarks/pipeline/"
+        "report.{json,md} and plots. Takes about ten minutes.",
+    )
+    pipeline.add_argument("--out", type=Path, default=REPORT_DIR / "pipeline")
+    pipeline.add_argument("--slowdown", type=float, default=20.0, help="Pi-like devices: stage time x F")
+    pipeline.add_argument("--latency-target-ms", type=float, default=100.0)
+    pipeline.add_argument("--level-seconds", type=float, default=20.0, help="duration of each load level")
+    pipeline.add_argument("--quick", action="store_true", help="short levels and fewer requests (smoke run)")
+    pipeline.set_defaults(handler=run_pipeline)
+
     demo = commands.add_parser(
         "demo",
         help="run the distributed pipeline on this machine and print a summary",
@@ -62,6 +75,31 @@ def run_offline(args: argparse.Namespace) -> int:
         print(
             f"wrote {report.json_path}, {report.markdown_path}, {', '.join(str(p) for p in report.plot_paths)}"
         )
+    return 0
+
+
+def run_pipeline(args: argparse.Namespace) -> int:
+    from distree_mqtt.bench.pipeline import PipelineBenchOptions, run_pipeline_bench
+
+    options = PipelineBenchOptions(
+        out=args.out,
+        slowdown=args.slowdown,
+        latency_target_ms=args.latency_target_ms,
+        level_seconds=args.level_seconds,
+    )
+    if args.quick:
+        options = PipelineBenchOptions(
+            out=args.out,
+            slowdown=args.slowdown,
+            latency_target_ms=args.latency_target_ms,
+            level_seconds=3.0,
+            codec_images=100,
+            hop_requests=30,
+            throughput_requests=60,
+            step_seconds=(3.0, 4.0),
+        )
+    run_pipeline_bench(options)
+    print((options.out / "report.md").read_text())
     return 0
 
 
