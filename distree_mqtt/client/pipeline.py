@@ -22,7 +22,7 @@ from distree_mqtt.protocol import Result
 from distree_mqtt.recent_ids import RecentIds
 from distree_mqtt.reference import reference_bundle
 from distree_mqtt.settings import DistreeSettings, load_settings
-from distree_mqtt.topics import Topics
+from distree_mqtt.topics import Topics, escape_level
 from distree_mqtt.transport import Message, MqttTransport, Transport
 from distree_mqtt.wire import EnvelopeHeader, TensorInfo, encode_envelope
 from distree_mqtt.wire.images import encode_image, image_codec_of, image_dimensions
@@ -85,11 +85,16 @@ class Pipeline:
         self.transport.stop()
 
     # -- requests --------------------------------------------------------------------------
+    def reply_topic(self, name: str) -> str:
+        """A topic in this pipeline's reply namespace, where devices may also publish results."""
+        return f"{self.topics.root}/reply/{escape_level(name)}"
+
     def submit(
         self,
         image: np.ndarray | bytes | str | Path,
         deadline_ms: float | None = None,
         request_id: str | None = None,
+        reply_to: str | None = None,
     ) -> Future[Result]:
         """Send one image; the future resolves to a Result or raises RequestRejected/RequestTimeout."""
         deadline_ms = deadline_ms or self.settings.client.deadline_ms
@@ -103,6 +108,7 @@ class Pipeline:
             stage_index=0,
             created_at=now,
             deadline=now + deadline_ms / 1000.0,
+            reply_to=reply_to,
             tensor=TensorInfo(
                 kind="image", codec=codec, dtype="uint8", shape=shape, payload_bytes=0, crc32=0
             ),

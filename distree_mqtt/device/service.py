@@ -92,6 +92,7 @@ class DeviceService:
             client_id=self.device_id,
             will=LastWill(self.topics.status(self.device_id), "offline"),
             on_connected=self._on_connected,
+            receive_maximum=options.queue_capacity,
         )
 
     # -- lifecycle -------------------------------------------------------------------------

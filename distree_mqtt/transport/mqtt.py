@@ -47,6 +47,7 @@ class MqttTransport(Transport):
         will: LastWill | None = None,
         on_connected: MessageHandler | None = None,
         persistent_session: bool = False,
+        receive_maximum: int | None = None,
     ) -> None:
         self._settings = settings
         self._endpoint = settings.endpoint()
@@ -58,6 +59,8 @@ class MqttTransport(Transport):
             clean_session=None if self.is_v5 else not persistent_session,
         )
         self._persistent = persistent_session
+        # MQTT 5: the broker keeps at most this many QoS 1 messages in flight to us (backpressure).
+        self._receive_maximum = receive_maximum
         if self._endpoint.username is not None:
             self._client.username_pw_set(self._endpoint.username, self._endpoint.password)
         if self._endpoint.tls:
@@ -92,9 +95,12 @@ class MqttTransport(Transport):
         )
         def connect() -> None:
             properties = None
-            if self.is_v5 and self._persistent:
+            if self.is_v5 and (self._persistent or self._receive_maximum):
                 properties = Properties(PacketTypes.CONNECT)
-                properties.SessionExpiryInterval = 3600
+                if self._persistent:
+                    properties.SessionExpiryInterval = 3600
+                if self._receive_maximum:
+                    properties.ReceiveMaximum = min(65535, max(1, self._receive_maximum))
             self._client.connect(
                 self._endpoint.host,
                 self._endpoint.port,

@@ -195,3 +195,30 @@ def test_a_stopped_device_makes_the_previous_stage_answer_degraded(cluster) -> N
         r.outcome == "degraded" and r.reason == "next-stage-offline" and r.exit_stage == 1 for r in results
     )
     assert sum(r.label == TEST_SET.labels[i] for i, r in enumerate(results)) >= 8
+
+
+def test_results_also_reach_a_reply_topic_inside_the_namespace_only(cluster) -> None:
+    import threading
+
+    from distree_mqtt.transport import Message
+
+    for stage in range(3):
+        cluster.add_device(stage)
+    _wait_until_online(cluster)
+    received: list[Message] = []
+    arrived = threading.Event()
+    listener = MqttTransport(cluster.settings().broker, client_id=f"{cluster.pipeline}-listener")
+    listener.subscribe(f"distree/{cluster.pipeline}/#", lambda m: (received.append(m), arrived.set()))
+    listener.start()
+    try:
+        with Pipeline(cluster.broker_url, cluster.pipeline) as client:
+            inside = client.reply_topic("automation/42")
+            client.submit(TEST_SET.images[0, 0], 10_000, reply_to=inside).result(timeout=10)
+            outside = f"distree/{cluster.pipeline}/control/policy"
+            client.submit(TEST_SET.images[1, 0], 10_000, reply_to=outside).result(timeout=10)
+        time.sleep(0.5)
+    finally:
+        listener.stop()
+    topics = [m.topic for m in received]
+    assert inside in topics and inside.endswith("reply/automation%2F42")
+    assert not any(m.topic == outside and b"request_id" in m.payload for m in received)
