@@ -222,3 +222,39 @@ def test_results_also_reach_a_reply_topic_inside_the_namespace_only(cluster) -> 
     topics = [m.topic for m in received]
     assert inside in topics and inside.endswith("reply/automation%2F42")
     assert not any(m.topic == outside and b"request_id" in m.payload for m in received)
+
+
+def test_infer_and_results_commands(cluster, tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import cv2
+
+    for stage in range(3):
+        cluster.add_device(stage)
+    _wait_until_online(cluster)
+    paths = []
+    for index in range(3):
+        path = tmp_path / f"digit{index}.png"
+        cv2.imwrite(str(path), TEST_SET.images[index, 0])
+        paths.append(str(path))
+    common = ["--broker", cluster.broker_url, "--pipeline", cluster.pipeline]
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "distree_mqtt.cli.main", "results", *common, "--count", "3"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.5)  # let the tail subscribe first
+    done = subprocess.run(
+        [sys.executable, "-m", "distree_mqtt.cli.main", "infer", *common, *paths, "--deadline-ms", "5000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["image"] for line in lines] == paths
+    assert [line["label"] for line in lines] == [int(v) for v in TEST_SET.labels[:3]]
+    tailed, _ = tail.communicate(timeout=30)
+    assert len(tailed.splitlines()) == 3
