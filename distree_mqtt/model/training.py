@@ -184,7 +184,8 @@ def train(
     history: list[dict[str, float]] = []
     if resume and checkpoint_path.exists():
         state = torch.load(checkpoint_path, weights_only=True)
-        if state["config"] != config.model_dump_json():
+        # Compare parsed configs: fields added since the checkpoint take their defaults.
+        if TrainConfig.model_validate_json(state["config"]) != config:
             raise ValueError(
                 f"{checkpoint_path} was trained with another config; remove it or use --no-resume"
             )
