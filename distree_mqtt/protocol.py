@@ -105,6 +105,9 @@ class Telemetry(BaseModel):
     compute_p50_ms: float
     compute_p95_ms: float
     batch_compute_p50_ms: float = Field(0.0, title="Time one micro-batch takes (what a request waits for)")
+    service_p50_ms: float = Field(
+        0.0, title="Worker busy time per request: decode, stage, encode, publish (what bounds capacity)"
+    )
     received: int = Field(title="Stage inputs received since start")
     processed: int
     exited: int = Field(title="Requests answered at this stage since start")

@@ -173,7 +173,9 @@ class RunningPipeline:
         time.sleep(0.5)
 
     def client(self, source: str) -> Pipeline:
-        return Pipeline(settings=self.settings(client={"source": source, "grace_ms": 3000}))
+        return Pipeline(
+            settings=self.settings(client={"source": source, "grace_ms": 3000, "image_codec": "raw"})
+        )
 
     def stop(self, keep_broker: bool = False) -> None:
         for transport in (self._watcher, self._admin):

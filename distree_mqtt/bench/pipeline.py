@@ -171,12 +171,14 @@ def bench_throughput(requests: int, slowdown: float, images: np.ndarray) -> dict
     }
 
 
-def bench_load(options: PipelineBenchOptions, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+def bench_load(
+    options: PipelineBenchOptions, images: np.ndarray, labels: np.ndarray, capacity: float
+) -> dict[str, Any]:
+    """`capacity`: the measured throughput of the no-exit pipeline with the same devices."""
     stage_ms = [t * options.slowdown for t in _stage_times_ms(1)]
-    capacity = 1000.0 / max(stage_ms)  # no-exit pipeline: the slowest stage bounds it
     deadline = 5 * options.latency_target_ms
     arguments = [
-        ["--stage", str(k), "--slowdown", str(options.slowdown), "--max-batch", "1"] for k in range(3)
+        ["--stage", str(k), "--slowdown", str(options.slowdown), "--max-batch", "8"] for k in range(3)
     ]
     orchestrator = ["--latency-target-ms", str(options.latency_target_ms)]
     running = RunningPipeline.start("load", arguments, {}, orchestrator)
@@ -206,7 +208,7 @@ def bench_load(options: PipelineBenchOptions, images: np.ndarray, labels: np.nda
         running.stop()
     single = RunningPipeline.start(
         "single",
-        [["--stage", "0", "--whole-model", "--slowdown", str(options.slowdown), "--max-batch", "1"]],
+        [["--stage", "0", "--whole-model", "--slowdown", str(options.slowdown), "--max-batch", "8"]],
         {},
     )
     policies["single-device"] = []
@@ -299,7 +301,7 @@ def run_pipeline_bench(options: PipelineBenchOptions) -> dict[str, Any]:
     report["codecs"] = bench_codecs(options.codec_images)
     report["hop_cost"] = bench_hop_cost(options.hop_requests, images)
     report["throughput"] = bench_throughput(options.throughput_requests, options.slowdown, images)
-    report["load"] = bench_load(options, images, labels)
+    report["load"] = bench_load(options, images, labels, report["throughput"]["pipeline_per_s"])
     options.out.mkdir(parents=True, exist_ok=True)
     (options.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     from distree_mqtt.bench.pipeline_render import render

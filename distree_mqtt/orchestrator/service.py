@@ -239,7 +239,7 @@ class OrchestratorService:
                 reports = [t for t in online.values() if t.stage_index == stage]
                 if not reports:
                     return None
-                service = statistics.median(t.compute_p50_ms for t in reports)
+                service = statistics.median(t.service_p50_ms or t.compute_p50_ms for t in reports)
                 batch = statistics.median(t.batch_compute_p50_ms or t.compute_p50_ms for t in reports)
                 stages.append(StageEstimate(service_ms=service, batch_ms=batch, replicas=len(reports)))
             arrival = sum(
