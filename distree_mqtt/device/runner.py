@@ -20,7 +20,16 @@ from distree_mqtt.bundle import Manifest, load_manifest, load_stage
 from distree_mqtt.model.criteria import ExitObservation, get_criterion
 from distree_mqtt.model.multi_exit import ExitOutput
 from distree_mqtt.protocol import HopReport, Policy, Result
-from distree_mqtt.wire import Envelope, EnvelopeError, Hop, Prediction, TensorInfo, encode_envelope, get_codec
+from distree_mqtt.wire import (
+    Envelope,
+    EnvelopeError,
+    EnvelopeHeader,
+    Hop,
+    Prediction,
+    TensorInfo,
+    encode_envelope,
+    get_codec,
+)
 from distree_mqtt.wire.images import ImageError, decode_image, preprocess
 
 
@@ -225,8 +234,14 @@ class StageRunner:
         return decisions, compute_ms
 
     def _result(
-        self, header, best: Prediction, hops: list[Hop], reason: str | None, policy: Policy, now: float
-    ) -> Result:  # type: ignore[no-untyped-def]
+        self,
+        header: EnvelopeHeader,
+        best: Prediction,
+        hops: list[Hop],
+        reason: str | None,
+        policy: Policy,
+        now: float,
+    ) -> Result:
         return Result(
             request_id=header.request_id,
             source=header.source,

@@ -29,6 +29,7 @@ from distree_mqtt.transport import LastWill, Message, MqttTransport, Transport
 log = logging.getLogger(__name__)
 ORCHESTRATOR_ID = "orchestrator"
 _THRESHOLDS = TypeAdapter(list[float | None])
+_MODE: TypeAdapter[PolicyMode] = TypeAdapter(PolicyMode)
 
 
 def _finite(value: float) -> float | None:
@@ -177,9 +178,7 @@ class OrchestratorService:
                 self.options.latency_target_ms = value
                 self.controller.latency_target_ms = value
             elif setting == "mode":
-                if text not in ("adaptive", "static", "no-exit"):
-                    raise ValueError("mode must be adaptive, static or no-exit")
-                self.options.mode = text  # type: ignore[assignment]
+                self.options.mode = _MODE.validate_python(text)
             elif setting == "static_thresholds":
                 thresholds = _THRESHOLDS.validate_json(text)
                 if len(thresholds) != self.num_stages - 1 or any(
