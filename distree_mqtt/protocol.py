@@ -17,7 +17,7 @@ OutcomeKind = Literal["result", "degraded", "timeout", "rejected"]
 class Policy(BaseModel):
     """Exit thresholds every device applies; retained on control/policy, versioned."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     version: int = Field(ge=0)
     mode: PolicyMode = "adaptive"
@@ -42,7 +42,7 @@ class Policy(BaseModel):
 
 
 class HopReport(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     stage_index: int
     device: str
@@ -54,7 +54,7 @@ class HopReport(BaseModel):
 class Result(BaseModel):
     """Exactly one per request, on results/<source> (and the request's reply topic)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     request_id: str
     source: str
@@ -79,7 +79,7 @@ class Result(BaseModel):
 class DeviceInfo(BaseModel):
     """Retained descriptor of a device: what it serves (cleared on a clean stop)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     device: str
     stage_index: int = Field(ge=0)
@@ -92,38 +92,42 @@ class DeviceInfo(BaseModel):
 
 
 class Telemetry(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """Numbers from the network: finite and non-negative, or the message is invalid."""
 
-    device: str
-    stage_index: int
-    timestamp: float
-    interval_s: float
-    queue_length: int
-    queue_capacity: int
-    queue_delay_p50_ms: float
-    queue_delay_p95_ms: float
-    compute_p50_ms: float
-    compute_p95_ms: float
-    batch_compute_p50_ms: float = Field(0.0, title="Time one micro-batch takes (what a request waits for)")
-    service_p50_ms: float = Field(
-        0.0, title="Worker busy time per request: decode, stage, encode, publish (what bounds capacity)"
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    device: str = Field(max_length=128)
+    stage_index: int = Field(ge=0, le=64)
+    timestamp: float = Field(ge=0)
+    interval_s: float = Field(ge=0)
+    queue_length: int = Field(ge=0)
+    queue_capacity: int = Field(ge=0)
+    queue_delay_p50_ms: float = Field(ge=0)
+    queue_delay_p95_ms: float = Field(ge=0)
+    compute_p50_ms: float = Field(ge=0)
+    compute_p95_ms: float = Field(ge=0)
+    batch_compute_p50_ms: float = Field(
+        0.0, ge=0, title="Time one micro-batch takes (what a request waits for)"
     )
-    received: int = Field(title="Stage inputs received since start")
-    processed: int
-    exited: int = Field(title="Requests answered at this stage since start")
-    forwarded: int
-    degraded: int
-    rejected: int
-    errors: int
-    bytes_in: int
-    bytes_out: int
-    policy_version: int
+    service_p50_ms: float = Field(
+        0.0, ge=0, title="Worker busy time per request: decode, stage, encode, publish (what bounds capacity)"
+    )
+    received: int = Field(ge=0, title="Stage inputs received since start")
+    processed: int = Field(ge=0)
+    exited: int = Field(ge=0, title="Requests answered at this stage since start")
+    forwarded: int = Field(ge=0)
+    degraded: int = Field(ge=0)
+    rejected: int = Field(ge=0)
+    errors: int = Field(ge=0)
+    bytes_in: int = Field(ge=0)
+    bytes_out: int = Field(ge=0)
+    policy_version: int = Field(ge=0)
 
 
 class ErrorReport(BaseModel):
     """One rejected message: why, and where it came from; never the payload."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     component: str
     topic: str

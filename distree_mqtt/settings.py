@@ -104,7 +104,9 @@ class DeviceSettings(BaseModel):
 
     bundle: Path | None = Field(None, title="Bundle directory (default: the shipped MNIST reference)")
     stage_index: int = Field(0, ge=0, le=64, title="Which stage this device runs")
-    device_id: str | None = Field(None, max_length=64, title="Unique id (default: <host>-stage<k>-<pid>)")
+    device_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._-]{1,64}$", title="Unique id (default: <host>-stage<k>-<pid>)"
+    )
     group: str = Field("distree", max_length=64, title="Shared-subscription group of the stage's replicas")
     shared_subscription: bool = Field(True, title="Subscribe through $share so replicas split the work")
     queue_capacity: int = Field(

@@ -7,6 +7,7 @@ non-UTF-8 bytes cannot change which topics a message reaches.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
@@ -16,10 +17,14 @@ MAX_LEVEL_BYTES = 128
 def escape_level(value: str | bytes) -> str:
     """One safe topic level: percent-encoding of the UTF-8 bytes outside the safe set."""
     raw = value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
-    raw = raw[:MAX_LEVEL_BYTES]
     if not raw:
         return "%00"
-    return "".join(chr(byte) if byte in _SAFE else f"%{byte:02X}" for byte in raw)
+    suffix = ""
+    if len(raw) > MAX_LEVEL_BYTES:
+        # Long ids keep a readable prefix and a digest of the whole, so they stay distinct.
+        suffix = "~" + hashlib.sha256(raw).hexdigest()[:16]
+        raw = raw[: MAX_LEVEL_BYTES - 32]
+    return "".join(chr(byte) if byte in _SAFE else f"%{byte:02X}" for byte in raw) + suffix
 
 
 @dataclass(frozen=True)

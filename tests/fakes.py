@@ -26,6 +26,10 @@ class MemoryTransport(Transport):
         match = topic_filter.split("/", 2)[2] if topic_filter.startswith("$share/") else topic_filter
         self.handlers.append((match, handler))
 
+    def unsubscribe(self, topic_filter) -> None:  # type: ignore[no-untyped-def]
+        match = topic_filter.split("/", 2)[2] if topic_filter.startswith("$share/") else topic_filter
+        self.handlers = [(f, h) for f, h in self.handlers if f != match]
+
     def stop(self) -> None:
         self.stopped = True
 

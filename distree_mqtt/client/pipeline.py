@@ -7,10 +7,12 @@ a second answer for the same id is counted and ignored.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -40,6 +42,41 @@ class RequestRejected(RuntimeError):
         self.result = result
 
 
+class DeadlineQueue:
+    """One thread that expires requests in deadline order (not one timer thread per request).
+    An entry whose request was answered meanwhile expires into nothing."""
+
+    def __init__(self, expire: Callable[[str, float], None]) -> None:
+        self._expire = expire
+        self._heap: list[tuple[float, str, float]] = []
+        self._condition = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="deadlines", daemon=True)
+        self._thread.start()
+
+    def add(self, due_monotonic: float, request_id: str, waited_ms: float) -> None:
+        with self._condition:
+            heapq.heappush(self._heap, (due_monotonic, request_id, waited_ms))
+            self._condition.notify()
+
+    def stop(self) -> None:
+        with self._condition:
+            self._stopped = True
+            self._condition.notify()
+        self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._condition.wait(timeout)
+                if self._stopped:
+                    return
+                _, request_id, waited_ms = heapq.heappop(self._heap)
+            self._expire(request_id, waited_ms)
+
+
 class Pipeline:
     """A client of one pipeline. Use as a context manager, or call close()."""
 
@@ -56,7 +93,8 @@ class Pipeline:
         self.topics = Topics(self.settings.topic_prefix, self.settings.pipeline)
         self.manifest: Manifest = load_manifest(bundle or reference_bundle("mnist"))
         self.source = self.settings.client.source
-        self._pending: dict[str, tuple[Future[Result], threading.Timer]] = {}
+        self._pending: dict[str, Future[Result]] = {}
+        self._deadlines = DeadlineQueue(self._expire)
         self._answered = RecentIds()
         self._lock = threading.Lock()
         self._counter = itertools.count()
@@ -78,8 +116,8 @@ class Pipeline:
         with self._lock:
             pending = list(self._pending.items())
             self._pending.clear()
-        for request_id, (future, timer) in pending:
-            timer.cancel()
+        self._deadlines.stop()
+        for request_id, future in pending:
             if not future.done():
                 future.set_exception(RequestTimeout(request_id, 0))
         self.transport.stop()
@@ -115,11 +153,9 @@ class Pipeline:
         )
         future: Future[Result] = Future()
         waited = deadline_ms + self.settings.client.grace_ms
-        timer = threading.Timer(waited / 1000.0, self._expire, args=(request_id, waited))
-        timer.daemon = True
         with self._lock:
-            self._pending[request_id] = (future, timer)
-        timer.start()
+            self._pending[request_id] = future
+        self._deadlines.add(time.monotonic() + waited / 1000.0, request_id, waited)
         self.transport.publish(
             self.topics.stage_input(0), encode_envelope(header, payload), expiry_s=deadline_ms / 1000.0
         )
@@ -154,8 +190,7 @@ class Pipeline:
                     self.duplicates += 1
                 return
             self._answered.add(result.request_id)
-        future, timer = entry
-        timer.cancel()
+        future = entry
         if result.outcome == "rejected":
             future.set_exception(RequestRejected(result))
         else:
@@ -167,4 +202,4 @@ class Pipeline:
             if entry is not None:
                 self._answered.add(request_id)
         if entry is not None:
-            entry[0].set_exception(RequestTimeout(request_id, waited_ms))
+            entry.set_exception(RequestTimeout(request_id, waited_ms))

@@ -26,9 +26,10 @@ class PeerDirectory:
         with self._lock:
             self._status[device] = status
 
-    def update_telemetry(self, telemetry: Telemetry) -> None:
+    def update_telemetry(self, device: str, telemetry: Telemetry) -> None:
+        """`device` is the topic level, the same key status and descriptors use."""
         with self._lock:
-            self._telemetry[telemetry.device] = telemetry
+            self._telemetry[device] = telemetry
 
     def online_devices(self, stage_index: int) -> list[str]:
         with self._lock:
@@ -52,5 +53,9 @@ class PeerDirectory:
                 ]
                 if not reports:
                     return None
-                total += min(t.queue_delay_p50_ms + t.compute_p50_ms for t in reports) + per_hop_ms
+                # A request waits in the queue, then for its whole micro-batch.
+                total += (
+                    min(t.queue_delay_p50_ms + (t.batch_compute_p50_ms or t.compute_p50_ms) for t in reports)
+                    + per_hop_ms
+                )
         return total

@@ -207,31 +207,47 @@ class StageRunner:
                     )
                 )
                 continue
-            next_header = header.model_copy(
-                update={
-                    "stage_index": self.stage_index + 1,
-                    "hops": hops,
-                    "best": best,
-                    "policy_version": policy.version,
-                    "exit_probabilities": [
-                        *header.exit_probabilities,
-                        [round(float(p), 6) for p in probabilities[row]],
-                    ],
-                    "tensor": TensorInfo(
-                        kind="features",
-                        codec=self.codec_name,
-                        dtype="float32",
-                        shape=list(features.shape[1:]),
-                        payload_bytes=0,
-                        crc32=0,
-                    ),
-                }
-            )
-            payload = self.codec.encode(features[row].numpy().astype(np.float32))
-            decisions.append(
-                Decision("forward", work, message=encode_envelope(next_header, payload), hops=hops)
-            )
+            try:
+                message = self._forward_message(header, hops, best, policy, probabilities[row], features[row])
+            except (EnvelopeError, ValueError) as error:
+                # Cannot hand on (e.g. the header would exceed its limit): answer with what we have.
+                result = self._result(header, best, hops, f"cannot-forward: {error}"[:200], policy, now)
+                decisions.append(Decision("exit", work, result=result, hops=hops))
+                continue
+            decisions.append(Decision("forward", work, message=message, hops=hops))
         return decisions, compute_ms
+
+    def _forward_message(
+        self,
+        header: EnvelopeHeader,
+        hops: list[Hop],
+        best: Prediction,
+        policy: Policy,
+        probabilities: torch.Tensor,
+        features: torch.Tensor,
+    ) -> bytes:
+        next_header = header.model_copy(
+            update={
+                "stage_index": self.stage_index + 1,
+                "hops": hops,
+                "best": best,
+                "policy_version": policy.version,
+                "exit_probabilities": [
+                    *header.exit_probabilities,
+                    [round(float(p), 6) for p in probabilities],
+                ],
+                "tensor": TensorInfo(
+                    kind="features",
+                    codec=self.codec_name,
+                    dtype="float32",
+                    shape=list(features.shape),
+                    payload_bytes=0,
+                    crc32=0,
+                ),
+            }
+        )
+        payload = self.codec.encode(features.numpy().astype(np.float32))
+        return encode_envelope(next_header, payload)
 
     def _result(
         self,

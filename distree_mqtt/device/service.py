@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import queue
+import re
 import socket
 import threading
 import time
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 from distree_mqtt.device.peers import PeerDirectory
 from distree_mqtt.device.runner import Decision, RejectedInput, StageRunner, Work
 from distree_mqtt.device.stats import DeviceCounters, RollingSamples
+from distree_mqtt.model.criteria import get_criterion
 from distree_mqtt.policy_defaults import default_policy
 from distree_mqtt.protocol import DeviceInfo, ErrorReport, Policy, Result, Telemetry
 from distree_mqtt.recent_ids import RecentIds
@@ -29,7 +31,7 @@ from distree_mqtt.settings import DistreeSettings
 from distree_mqtt.topics import Topics
 from distree_mqtt.transport import LastWill, Message, MqttTransport, Transport
 from distree_mqtt.wire import EnvelopeError, decode_envelope
-from distree_mqtt.wire.envelope import MAX_HEADER_BYTES, PREFIX
+from distree_mqtt.wire.envelope import IDENTIFIER, MAX_HEADER_BYTES, PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +44,30 @@ class _Incoming:
 
 
 def default_device_id(stage_index: int) -> str:
-    return f"{socket.gethostname()}-stage{stage_index}-{os.getpid()}"
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:40] or "host"
+    return f"{host}-stage{stage_index}-{os.getpid()}"
+
+
+_REQUEST_ID = re.compile(IDENTIFIER)
 
 
 def peek_request(payload: bytes) -> tuple[str | None, str | None]:
-    """Best-effort (request_id, source) of a message we will not run, to answer it explicitly."""
+    """(request_id, source) of a message we will not run, to answer it explicitly; None where
+    they would not pass the header's own validation (then only the errors topic hears of it)."""
     try:
         _, _, length = PREFIX.unpack_from(payload)
         if length > MAX_HEADER_BYTES:
             return None, None
         raw = json.loads(payload[PREFIX.size : PREFIX.size + length])
         request_id, source = raw.get("request_id"), raw.get("source")
-        if (
-            isinstance(request_id, str)
-            and isinstance(source, str)
-            and len(request_id) <= 64
-            and len(source) <= 128
-        ):
-            return request_id, source
+        if not (isinstance(request_id, str) and isinstance(source, str) and len(source) <= 128):
+            return None, None
+        if not _REQUEST_ID.match(request_id):
+            return None, None
+        source.encode("utf-8")  # strict: lone surrogates cannot be published
+        return request_id, source
     except Exception:  # anything malformed just has no answer address
-        pass
-    return None, None
+        return None, None
 
 
 class DeviceService:
@@ -94,12 +99,15 @@ class DeviceService:
             will=LastWill(self.topics.status(self.device_id), "offline"),
             on_connected=self._on_connected,
             receive_maximum=options.queue_capacity,
+            # Up to twice the limit still arrives and gets a counted rejection; beyond that the
+            # broker drops it before it costs this device memory.
+            maximum_packet_bytes=2 * options.max_message_bytes + 65536,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         options = self.settings.device
-        stage_topic = (
+        stage_topic = self._stage_topic = (
             self.topics.stage_input_shared(options.stage_index, options.group)
             if options.shared_subscription
             else self.topics.stage_input(options.stage_index)
@@ -125,10 +133,18 @@ class DeviceService:
         )
 
     def stop(self) -> None:
-        """Finish the work in hand, then say `stopped` and leave."""
+        """Stop taking work, finish what is queued, answer anything left, say `stopped`."""
+        self.transport.unsubscribe(self._stage_topic)
+        time.sleep(0.1)  # deliveries already on their way still reach the queue
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
+        while True:  # only if the worker could not drain in time
+            try:
+                left = self.work.get_nowait()
+            except queue.Empty:
+                break
+            self._reject(left.topic, left.payload, "device stopping")
         self.transport.publish(self.topics.status(self.device_id), "stopped", retain=True)
         self.transport.publish(self.topics.device_info(self.device_id), b"", retain=True)
         if isinstance(self.transport, MqttTransport):
@@ -170,6 +186,11 @@ class DeviceService:
         except ValidationError as error:
             self._report_error(message.topic, f"invalid policy: {error.errors()[0]['msg']}")
             return
+        try:
+            get_criterion(policy.criterion)
+        except ValueError as error:
+            self._report_error(message.topic, f"invalid policy: {error}")
+            return
         # The broker orders messages on one topic, so the latest policy is the one to apply.
         self.policy = policy
 
@@ -189,9 +210,11 @@ class DeviceService:
 
     def _on_telemetry(self, message: Message) -> None:
         try:
-            self.peers.update_telemetry(Telemetry.model_validate_json(message.payload))
+            report = Telemetry.model_validate_json(message.payload)
         except ValidationError:
             self._report_error(message.topic, "invalid telemetry")
+            return
+        self.peers.update_telemetry(self.topics.last_level(message.topic), report)
 
     # -- worker thread -------------------------------------------------------------------------
     def _work_loop(self) -> None:
@@ -211,49 +234,62 @@ class DeviceService:
                     )
                 except queue.Empty:
                     break
+            busy_since = time.perf_counter()
+            unanswered = {id(incoming): incoming for incoming in batch_messages}
             try:
-                self._run_batch(batch_messages)
-            except Exception as error:  # never lose the thread; answer what we held
+                self._run_batch(batch_messages, unanswered)
+            except Exception as error:  # never lose the thread; answer what is still unanswered
                 log.exception("stage run failed")
-                for incoming in batch_messages:
-                    self._reject(incoming.topic, incoming.payload, f"internal error: {type(error).__name__}")
+                for incoming in unanswered.values():
+                    self._reject_safely(incoming, f"internal error: {type(error).__name__}")
+            busy_ms = (time.perf_counter() - busy_since) * 1000.0
+            for _ in batch_messages:
+                self.service_time.add(busy_ms / len(batch_messages))
 
-    def _run_batch(self, batch_messages: list[_Incoming]) -> None:
-        busy_since = time.perf_counter()
-        self._run_batch_inner(batch_messages)
-        busy_ms = (time.perf_counter() - busy_since) * 1000.0
-        for _ in batch_messages:
-            self.service_time.add(busy_ms / len(batch_messages))
+    def _reject_safely(self, incoming: _Incoming, reason: str) -> None:
+        try:
+            self._reject(incoming.topic, incoming.payload, reason)
+        except Exception:  # the rejection itself must never take the worker down
+            log.exception("could not publish a rejection")
 
-    def _run_batch_inner(self, batch_messages: list[_Incoming]) -> None:
+    def _run_batch(self, batch_messages: list[_Incoming], unanswered: dict[int, _Incoming]) -> None:
+        """Answer every message exactly once; `unanswered` shrinks as each one is settled."""
         started = time.time()
-        accepted: list[Work] = []
+        accepted: list[tuple[Work, _Incoming]] = []
         for incoming in batch_messages:
             try:
                 envelope = decode_envelope(incoming.payload, self.settings.device.max_message_bytes)
                 work = self.runner.prepare(envelope, incoming.received_at, len(incoming.payload))
             except (EnvelopeError, RejectedInput) as error:
-                self._reject(incoming.topic, incoming.payload, str(error))
+                unanswered.pop(id(incoming))
+                self._reject_safely(incoming, str(error))
                 continue
-            if not self.recent.add(envelope.header.request_id):
+            header = envelope.header
+            if not self.recent.add(f"{header.source}\x00{header.request_id}"):
+                unanswered.pop(id(incoming))  # already answered once: QoS 1 redelivery
                 self.counters.add(duplicates=1)
                 continue
             work.queue_ms = max(0.0, (started - incoming.received_at) * 1000.0)
             self.queue_delay.add(work.queue_ms)
-            accepted.append(work)
+            accepted.append((work, incoming))
         if not accepted:
             return
         next_stage = self.runner.stage_index + 1
         next_online = self.runner.is_final or bool(self.peers.online_devices(next_stage))
         remaining = None if self.runner.is_final else self.peers.remaining_ms(next_stage, self.num_stages)
         decisions, compute_ms = self.runner.run(
-            accepted, self.policy, next_online, remaining, self.settings.device.slowdown
+            [work for work, _ in accepted], self.policy, next_online, remaining, self.settings.device.slowdown
         )
         self.batch_time.add(compute_ms)
         for _ in accepted:
             self.compute_time.add(compute_ms / len(accepted))
-        for decision in decisions:
-            self._publish_decision(decision)
+        for decision, (_, incoming) in zip(decisions, accepted, strict=True):
+            unanswered.pop(id(incoming))
+            try:
+                self._publish_decision(decision)
+            except Exception as error:
+                log.exception("could not publish a decision")
+                self._reject_safely(incoming, f"internal error: {type(error).__name__}")
         self.counters.add(processed=len(accepted))
 
     def _publish_decision(self, decision: Decision) -> None:

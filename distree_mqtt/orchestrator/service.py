@@ -58,6 +58,7 @@ class OrchestratorService:
         self.status: dict[str, str] = {}
         self.info: dict[str, DeviceInfo] = {}
         self.rates: dict[str, _Rate] = {}
+        # (when, latency_ms, policy_version, answered)
         self.results: deque[tuple[float, float, int | None, bool]] = deque(maxlen=50_000)
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -117,15 +118,16 @@ class OrchestratorService:
         except ValidationError:
             self._report_error(message.topic, "invalid telemetry")
             return
+        device = self.topics.last_level(message.topic)  # the key status and descriptors use too
         with self._lock:
-            previous = self.rates.get(report.device)
+            previous = self.rates.get(device)
             rate = _Rate(report.timestamp, report.received)
             if previous is not None and report.timestamp > previous.timestamp:
                 rate.rate = max(
                     0.0, (report.received - previous.received) / (report.timestamp - previous.timestamp)
                 )
-            self.rates[report.device] = rate
-            self.telemetry[report.device] = report
+            self.rates[device] = rate
+            self.telemetry[device] = report
 
     def _on_status(self, message: Message) -> None:
         with self._lock:
@@ -152,7 +154,7 @@ class OrchestratorService:
         if result.latency_ms is None:
             return
         with self._lock:
-            self.results.append((time.monotonic(), result.latency_ms, result.exit_stage, result.ok))
+            self.results.append((time.monotonic(), result.latency_ms, result.policy_version, result.ok))
 
     def _on_control(self, message: Message) -> None:
         setting = self.topics.last_level(message.topic)
@@ -246,11 +248,16 @@ class OrchestratorService:
             )
         return LoadEstimate(arrival_rate=arrival, stages=stages)
 
-    def observed(self) -> tuple[float | None, float, int]:
-        """(p95 latency, share within target, count) of results in the sliding window."""
+    def observed(self, policy_version: int | None = None) -> tuple[float | None, float, int]:
+        """(p95 latency, share within target, count) of results in the sliding window, only of
+        requests answered under `policy_version` when given (so a switch is judged on its own)."""
         cutoff = time.monotonic() - self.options.window_s
         with self._lock:
-            latencies = [latency for stamp, latency, _, ok in self.results if stamp >= cutoff and ok]
+            latencies = [
+                latency
+                for stamp, latency, version, ok in self.results
+                if stamp >= cutoff and ok and (policy_version is None or version == policy_version)
+            ]
         if len(latencies) < 10:
             return None, 1.0, len(latencies)
         latencies.sort()
@@ -261,7 +268,8 @@ class OrchestratorService:
     def control_step(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         load = self.load_estimate()
-        observed_p95, within, count = self.observed()
+        observed_p95, _, _ = self.observed(self.policy.version)
+        _, within, count = self.observed()
         changed = False
         with self._lock:
             if self.options.mode == "adaptive" and load is not None:

@@ -35,4 +35,7 @@ class Transport(ABC):
         """Call `handler` (on the network thread: keep it short) for every matching message."""
 
     @abstractmethod
+    def unsubscribe(self, topic_filter: str) -> None: ...
+
+    @abstractmethod
     def stop(self) -> None: ...

@@ -48,6 +48,7 @@ class MqttTransport(Transport):
         on_connected: MessageHandler | None = None,
         persistent_session: bool = False,
         receive_maximum: int | None = None,
+        maximum_packet_bytes: int | None = None,
     ) -> None:
         self._settings = settings
         self._endpoint = settings.endpoint()
@@ -61,6 +62,8 @@ class MqttTransport(Transport):
         self._persistent = persistent_session
         # MQTT 5: the broker keeps at most this many QoS 1 messages in flight to us (backpressure).
         self._receive_maximum = receive_maximum
+        # MQTT 5: the broker drops larger packets instead of making us read them into memory.
+        self._maximum_packet_bytes = maximum_packet_bytes
         if self._endpoint.username is not None:
             self._client.username_pw_set(self._endpoint.username, self._endpoint.password)
         if self._endpoint.tls:
@@ -82,6 +85,7 @@ class MqttTransport(Transport):
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
         self.connect_count = 0
+        self.failed_publishes = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, wait_s: float = 10.0) -> None:
@@ -95,12 +99,14 @@ class MqttTransport(Transport):
         )
         def connect() -> None:
             properties = None
-            if self.is_v5 and (self._persistent or self._receive_maximum):
+            if self.is_v5 and (self._persistent or self._receive_maximum or self._maximum_packet_bytes):
                 properties = Properties(PacketTypes.CONNECT)
                 if self._persistent:
                     properties.SessionExpiryInterval = 3600
                 if self._receive_maximum:
                     properties.ReceiveMaximum = min(65535, max(1, self._receive_maximum))
+                if self._maximum_packet_bytes:
+                    properties.MaximumPacketSize = self._maximum_packet_bytes
             self._client.connect(
                 self._endpoint.host,
                 self._endpoint.port,
@@ -144,7 +150,10 @@ class MqttTransport(Transport):
         if self.is_v5 and expiry_s is not None:
             properties = Properties(PacketTypes.PUBLISH)
             properties.MessageExpiryInterval = max(1, int(expiry_s + 0.999))
-        self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            self.failed_publishes += 1
+            log.warning("publish to %s failed (%s)", topic, paho.error_string(info.rc))
 
     def publish_and_wait(
         self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False, timeout_s: float = 5.0

@@ -7,6 +7,7 @@ field it has not validated against the declared shape.
 
 from __future__ import annotations
 
+import io
 import zlib
 from abc import ABC, abstractmethod
 from typing import ClassVar
@@ -137,8 +138,14 @@ class Int8ZstdCodec(_EntropyCodedInt8):
         return bytes(zstandard.ZstdCompressor(level=3).compress(raw))
 
     def decompress(self, payload: bytes, limit: int) -> bytes:
+        # A frame may declare its content size, which decompress() would allocate up front:
+        # check it, then read through a stream that stops at the limit whatever the frame says.
         try:
-            raw = zstandard.ZstdDecompressor().decompress(payload, max_output_size=limit + 1)
+            declared = zstandard.frame_content_size(payload)
+            if declared > limit:
+                raise CodecError("int8+zstd payload does not decode to the declared shape")
+            reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(payload), read_across_frames=False)
+            raw = reader.read(limit + 1)
         except zstandard.ZstdError as error:
             raise CodecError(f"int8+zstd payload is corrupt: {error}") from None
         if len(raw) > limit:
