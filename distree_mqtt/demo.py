@@ -31,7 +31,7 @@ class DemoOptions:
     deadline_ms: float = 1000.0
     latency_target_ms: float = 250.0
     slowdown: float = 1.0
-    codec: str = "int8+zlib"
+    codec: str = "int8+zstd"
     broker: Literal["auto", "mosquitto", "embedded"] = "auto"
     progress: bool = True
 

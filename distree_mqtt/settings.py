@@ -119,7 +119,7 @@ class DeviceSettings(BaseModel):
         le=1000,
         title="Micro-batch: wait this long to fill a batch (0: take what is queued, never wait when idle)",
     )
-    codec: str = Field("int8+zlib", title="Feature codec for the next hop")
+    codec: str = Field("int8+zstd", title="Feature codec for the next hop (see docs/protocol.md)")
     slowdown: float = Field(1.0, ge=1.0, le=1000, title="Emulate a slower CPU: stage time x this factor")
     telemetry_interval_s: float = Field(1.0, gt=0, le=3600)
     max_message_bytes: int = Field(4 << 20, ge=1024, title="Larger stage inputs are rejected unread")

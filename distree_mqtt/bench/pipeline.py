@@ -127,7 +127,7 @@ def bench_hop_cost(requests: int, images: np.ndarray) -> dict[str, Any]:
                 rows.append(((result.latency_ms or 0) - compute) / legs)
     finally:
         running.stop()
-    local = LocalPipeline(reference_bundle("mnist"), codec="int8+zlib")
+    local = LocalPipeline(reference_bundle("mnist"), codec="int8+zstd")
     local_times = []
     for index in range(min(requests, 300)):
         started = time.perf_counter()
@@ -136,7 +136,7 @@ def bench_hop_cost(requests: int, images: np.ndarray) -> dict[str, Any]:
     stage_only = sum(_stage_times_ms(1))
     return {
         "requests": requests,
-        "codec": "int8+zlib",
+        "codec": "int8+zstd",
         "added_ms_per_leg_p50": float(np.percentile(rows, 50)),
         "added_ms_per_leg_p95": float(np.percentile(rows, 95)),
         "in_process_pipeline_ms_p50": float(np.percentile(local_times, 50)),

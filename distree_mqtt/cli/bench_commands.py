@@ -53,7 +53,7 @@ def register(commands: Any) -> None:
     demo.add_argument("--deadline-ms", type=float, default=1000.0)
     demo.add_argument("--latency-target-ms", type=float, default=250.0)
     demo.add_argument("--slowdown", type=float, default=1.0, help="emulate slower devices (stage time x F)")
-    demo.add_argument("--codec", default="int8+zlib", help="feature codec between stages")
+    demo.add_argument("--codec", default="int8+zstd", help="feature codec between stages")
     demo.add_argument("--broker", choices=["auto", "mosquitto", "embedded"], default="auto")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     demo.add_argument("--offline", action="store_true", help="only show the offline trade-off of the bundle")

@@ -40,7 +40,9 @@ def register(commands: Any) -> None:
     device.add_argument("--stage", type=int, dest="stage_index", help="stage index this device runs")
     device.add_argument("--bundle", type=Path, help="bundle directory (default: shipped MNIST reference)")
     device.add_argument("--device-id", help="unique device id")
-    device.add_argument("--codec", help="feature codec: float32, float16, int8, int8+zlib, int8+zstd")
+    device.add_argument(
+        "--codec", help="feature codec: float32, float16, int8, int8+zlib, int8+zstd, int6+zstd"
+    )
     device.add_argument("--slowdown", type=float, help="emulate a slower CPU: stage time x F")
     device.add_argument("--max-batch", type=int, help="micro-batch size")
     device.add_argument("--queue-capacity", type=int, help="bounded queue length")

@@ -18,7 +18,7 @@ from distree_mqtt.wire.images import encode_image
 
 
 class LocalPipeline:
-    def __init__(self, bundle_dir: Path, codec: str = "int8+zlib") -> None:
+    def __init__(self, bundle_dir: Path, codec: str = "int8+zstd") -> None:
         first = StageRunner(bundle_dir, 0, codec, "local-0")
         self.runners = [first] + [
             StageRunner(bundle_dir, k, codec, f"local-{k}") for k in range(1, len(first.manifest.stages))

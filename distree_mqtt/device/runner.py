@@ -75,7 +75,7 @@ class StageRunner:
         self,
         bundle_dir: Path,
         stage_index: int,
-        codec: str = "int8+zlib",
+        codec: str = "int8+zstd",
         device_name: str = "device",
         whole_model: bool = False,
     ) -> None:

@@ -63,7 +63,8 @@ class TensorInfo(BaseModel):
 
     kind: Literal["features", "image"] = Field(title="features between stages; image into stage 0")
     codec: str = Field(
-        max_length=32, title="features: float32, float16, int8, int8+zlib, int8+zstd; image: jpeg, png, raw"
+        max_length=32,
+        title="features: float32, float16, int8, int8+zlib, int8+zstd; image: jpeg, png, raw (features also int6+zstd)",
     )
     dtype: Literal["float32", "uint8"]
     shape: list[int] = Field(max_length=4, title="Per-sample shape, e.g. [C, H, W]; raw images [H, W, C]")
