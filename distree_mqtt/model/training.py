@@ -35,6 +35,10 @@ class OptimisationSpec(BaseModel):
     batch_size: int = Field(128, title="Images per optimiser step", ge=1)
     learning_rate: float = Field(0.1, title="Peak SGD learning rate (after warm-up)", gt=0)
     warmup_epochs: float = Field(1.0, title="Linear warm-up before the cosine decay", ge=0)
+    lr_cycles: list[int] | None = Field(
+        None,
+        title="Cosine cycles (SGDR warm restarts): epochs per cycle, adding up to epochs; default one cycle",
+    )
     momentum: float = Field(0.9, title="SGD Nesterov momentum", ge=0, lt=1)
     weight_decay: float = Field(5e-4, title="L2 weight decay", ge=0)
     label_smoothing: float = Field(0.0, title="Label smoothing of every exit's loss", ge=0, lt=1)
@@ -67,6 +71,11 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        cycles = self.train.lr_cycles
+        if cycles is not None and (min(cycles) < 1 or sum(cycles) != self.train.epochs):
+            raise ValueError(
+                f"train.lr_cycles must be positive and add up to train.epochs ({self.train.epochs})"
+            )
         weights = self.train.exit_weights
         if weights is not None and len(weights) != self.model.num_stages:
             raise ValueError(f"train.exit_weights needs {self.model.num_stages} entries")
@@ -118,6 +127,18 @@ def _epoch_training_set(data: DatasetSplits, seed: int, epoch: int) -> ImageSet:
         np.concatenate([data.train.images, camera[:, None]]),
         np.concatenate([data.train.labels, data.train.labels]),
     )
+
+
+def learning_rate_factors(options: OptimisationSpec, steps_per_epoch: int) -> list[float]:
+    """The learning-rate multiplier of every optimiser step of the run."""
+    warmup_steps = max(1, round(options.warmup_epochs * steps_per_epoch))
+    factors: list[float] = []
+    for index, cycle_epochs in enumerate(options.lr_cycles or [options.epochs]):
+        cycle_steps = cycle_epochs * steps_per_epoch
+        # Only the first cycle warms up; later cycles restart at the peak (SGDR).
+        warmup = warmup_steps if index == 0 else 0
+        factors += [_learning_rate_factor(step, cycle_steps, warmup) for step in range(cycle_steps)]
+    return factors
 
 
 def _learning_rate_factor(step: int, total_steps: int, warmup_steps: int) -> float:
@@ -182,22 +203,19 @@ def train(
     checkpoint_path = output_dir / CHECKPOINT_NAME
     start_epoch = 0
     history: list[dict[str, float]] = []
+    steps_per_epoch = math.ceil(len(_epoch_training_set(data, options.seed, 0)) / options.batch_size)
+    factors = learning_rate_factors(options, steps_per_epoch)
     if resume and checkpoint_path.exists():
         state = torch.load(checkpoint_path, weights_only=True)
-        # Compare parsed configs: fields added since the checkpoint take their defaults.
-        if TrainConfig.model_validate_json(state["config"]) != config:
-            raise ValueError(
-                f"{checkpoint_path} was trained with another config; remove it or use --no-resume"
-            )
+        _check_resumable(
+            TrainConfig.model_validate_json(state["config"]), config, int(state["epoch"]), steps_per_epoch
+        )
         network.load_state_dict(state["network"])
         projectors.load_state_dict(state["projectors"])
         optimiser.load_state_dict(state["optimiser"])
         start_epoch = int(state["epoch"])
         history = json.loads(state["history"])
 
-    steps_per_epoch = math.ceil(len(_epoch_training_set(data, options.seed, 0)) / options.batch_size)
-    total_steps = steps_per_epoch * options.epochs
-    warmup_steps = max(1, round(options.warmup_epochs * steps_per_epoch))
     for epoch in range(start_epoch, options.epochs):
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(options.seed * 1_000_003 + epoch)
@@ -219,7 +237,7 @@ def train(
         for batch_number, start in enumerate(progress):
             step = epoch * steps_per_epoch + batch_number
             for group in optimiser.param_groups:
-                group["lr"] = options.learning_rate * _learning_rate_factor(step, total_steps, warmup_steps)
+                group["lr"] = options.learning_rate * factors[step]
             batch_index = order[start : start + options.batch_size].numpy()
             images = torch.from_numpy(epoch_set.images[batch_index])
             labels = torch.from_numpy(epoch_set.labels[batch_index])
@@ -258,6 +276,25 @@ def train(
     (output_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     network = network.to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
     return TrainedModel(config, network, input_spec, data, history)
+
+
+def _check_resumable(saved: TrainConfig, config: TrainConfig, epochs_done: int, steps_per_epoch: int) -> None:
+    """A checkpoint continues only a run it is part of: the same config, except that the run may
+    have been extended (more epochs, more cycles) with an identical schedule up to the checkpoint.
+    Fields added to the config since the checkpoint take their defaults."""
+    schedule_fields = {"epochs", "lr_cycles"}
+    same_otherwise = saved.model_copy(
+        update={
+            "train": saved.train.model_copy(
+                update={name: getattr(config.train, name) for name in schedule_fields}
+            )
+        }
+    )
+    done_steps = epochs_done * steps_per_epoch
+    before = learning_rate_factors(saved.train, steps_per_epoch)[:done_steps]
+    after = learning_rate_factors(config.train, steps_per_epoch)[:done_steps]
+    if same_otherwise != config or before != after or epochs_done > config.train.epochs:
+        raise ValueError("the checkpoint was trained with another config; remove it or use --no-resume")
 
 
 def _save_checkpoint(

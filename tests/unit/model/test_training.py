@@ -82,3 +82,14 @@ def test_random_crop_keeps_shape_and_content() -> None:
     cropped = random_crop_flip(images, 2, True, torch.Generator().manual_seed(0))
     assert cropped.shape == images.shape
     assert random_crop_flip(images, 0, False, torch.Generator()).equal(images)
+
+
+def test_a_run_can_be_extended_by_a_warm_restart_but_not_by_rewriting_its_schedule(tmp_path: Path) -> None:
+    train(_config(epochs=1, warmup_epochs=0.5), tmp_path, show_progress=False)
+    with pytest.raises(ValueError, match="another config"):
+        # A longer single cosine would have used other learning rates in epoch 1.
+        train(_config(epochs=2, warmup_epochs=0.5), tmp_path, show_progress=False)
+    extended = train(_config(epochs=2, lr_cycles=[1, 1], warmup_epochs=0.5), tmp_path, show_progress=False)
+    assert [record["epoch"] for record in extended.history] == [1, 2]
+    with pytest.raises(ValueError, match="add up to"):
+        _config(epochs=3, lr_cycles=[1, 1])
