@@ -20,3 +20,16 @@ def test_reference_mnist_bundle_meets_its_accuracy_target() -> None:
         assert all(abs(sum(point.exit_rates) - 1) < 1e-9 for point in front)
     total_bytes = sum((reference_bundle("mnist") / s.weights_file).stat().st_size for s in manifest.stages)
     assert total_bytes < 1_000_000
+
+
+def test_reference_cifar10_bundle_verifies_and_chains() -> None:
+    """The CIFAR-10 data is not shipped, so this checks integrity and shapes, not accuracy
+    (the accuracy is in docs/benchmarks/offline-cifar10)."""
+    import torch
+
+    manifest, network = load_network(reference_bundle("cifar10"))
+    assert manifest.input.shape == (3, 32, 32) and len(manifest.input.class_names) == 10
+    with torch.no_grad():
+        outputs = network(torch.randn(2, 3, 32, 32))
+    assert [tuple(o.logits.shape) for o in outputs] == [(2, 10)] * 3
+    assert manifest.exit_policy.default_criterion in manifest.exit_policy.profiles
