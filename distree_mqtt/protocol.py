@@ -112,6 +112,7 @@ class Telemetry(BaseModel):
     service_p50_ms: float = Field(
         0.0, ge=0, title="Worker busy time per request: decode, stage, encode, publish (what bounds capacity)"
     )
+    batch_size_mean: float = Field(0.0, ge=0, title="Mean micro-batch size in the recent window")
     received: int = Field(ge=0, title="Stage inputs received since start")
     processed: int = Field(ge=0)
     exited: int = Field(ge=0, title="Requests answered at this stage since start")

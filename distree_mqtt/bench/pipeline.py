@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import platform
-import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,11 +27,12 @@ from distree_mqtt.bench.harness import RunningPipeline, collect, drain, poisson_
 from distree_mqtt.bundle import load_manifest, load_network
 from distree_mqtt.data import DataSpec, load_dataset
 from distree_mqtt.device.local import LocalPipeline
+from distree_mqtt.device.runner import quiet_stage_time_ms
 from distree_mqtt.policy_defaults import default_policy
 from distree_mqtt.protocol import Policy
 from distree_mqtt.reference import reference_bundle
 from distree_mqtt.wire import codec_names
-from distree_mqtt.wire.images import encode_image, preprocess
+from distree_mqtt.wire.images import encode_image
 
 NO_EXIT = Policy(version=0, mode="no-exit", thresholds=[None, None])
 
@@ -46,7 +46,7 @@ class PipelineBenchOptions:
     level_seconds: float = 20.0
     codec_images: int = 2000
     hop_requests: int = 300
-    throughput_requests: int = 600
+    throughput_requests: int = 1200
     step_seconds: tuple[float, float] = (10.0, 20.0)
 
 
@@ -95,23 +95,15 @@ def bench_codecs(count: int) -> dict[str, Any]:
 
 
 def _stage_times_ms(batch: int) -> list[float]:
-    """In-process median time of each stage on a batch (one thread, as a device runs)."""
+    """In-process quiet time of each stage on a batch (one thread, as a device runs it): the
+    same measurement a device with --slowdown multiplies."""
     torch.set_num_threads(1)
-    manifest, network = load_network(reference_bundle("mnist"))
-    x = preprocess(np.zeros((28, 28, 1), np.uint8), manifest.input)[None].repeat(batch, 1, 1, 1)
-    times = []
-    with torch.no_grad():
-        for stage in network.stages:
-            for _ in range(10):
-                stage(x)
-            samples = []
-            for _ in range(100):
-                started = time.perf_counter()
-                features, _ = stage(x)
-                samples.append((time.perf_counter() - started) * 1000)
-            times.append(statistics.median(samples))
-            x = features
-    return times
+    manifest = load_manifest(reference_bundle("mnist"))
+    _, network = load_network(reference_bundle("mnist"))
+    return [
+        quiet_stage_time_ms(network.stages[k], manifest.stages[k].input_shape, batch)
+        for k in range(len(manifest.stages))
+    ]
 
 
 def bench_hop_cost(requests: int, images: np.ndarray) -> dict[str, Any]:
@@ -119,12 +111,15 @@ def bench_hop_cost(requests: int, images: np.ndarray) -> dict[str, Any]:
     try:
         running.publish_policy(NO_EXIT)  # every request crosses all three stages
         rows = []
+        round_trips = []
         with running.client("hop-client") as client:
             for index in tqdm(range(requests), desc="per-hop cost", leave=False):
+                sent = time.perf_counter()
                 result = client.submit(images[index], deadline_ms=10_000).result()
+                round_trips.append((time.perf_counter() - sent) * 1000)
                 compute = sum(hop.compute_ms for hop in result.hops)
-                legs = len(result.hops) + 1  # client -> stage 0 -> ... -> result
-                rows.append(((result.latency_ms or 0) - compute) / legs)
+                # latency_ms runs from creation to the final stage's answer: one leg per stage.
+                rows.append(((result.latency_ms or 0) - compute) / len(result.hops))
     finally:
         running.stop()
     local = LocalPipeline(reference_bundle("mnist"), codec="int8+zstd")
@@ -139,6 +134,7 @@ def bench_hop_cost(requests: int, images: np.ndarray) -> dict[str, Any]:
         "codec": "int8+zstd",
         "added_ms_per_leg_p50": float(np.percentile(rows, 50)),
         "added_ms_per_leg_p95": float(np.percentile(rows, 95)),
+        "client_round_trip_ms_p50": float(np.percentile(round_trips, 50)),
         "in_process_pipeline_ms_p50": float(np.percentile(local_times, 50)),
         "in_process_stage_compute_ms": stage_only,
     }
@@ -151,15 +147,16 @@ def bench_throughput(requests: int, slowdown: float, images: np.ndarray) -> dict
     try:
         running.publish_policy(NO_EXIT)
         with running.client("throughput-client") as client:
-            started = time.monotonic()
             futures = [client.submit(images[i % len(images)], deadline_ms=120_000) for i in range(requests)]
             results = [future.result() for future in futures]
-            elapsed = max(r.completed_at or 0 for r in results) - (time.time() - (time.monotonic() - started))
     finally:
         running.stop()
+    # Steady state: completions between the 10th and 90th percentile, without fill and drain.
+    done = np.sort([r.completed_at or 0.0 for r in results])
+    first, last = int(0.1 * requests), int(0.9 * requests)
+    measured = (last - first) / (done[last] - done[first])
     batch_times = _stage_times_ms(8)
     slowest = min(8 / (t * slowdown / 1000) for t in batch_times)
-    measured = requests / elapsed
     return {
         "requests": requests,
         "slowdown": slowdown,

@@ -57,6 +57,20 @@ class Decision:
     hops: list[Hop] = field(default_factory=list)
 
 
+@torch.no_grad()
+def quiet_stage_time_ms(stage: nn.Module, input_shape: list[int], batch_size: int, runs: int = 15) -> float:
+    """Fastest of `runs` timed passes of a stage on a batch of zeros, after two warm-ups."""
+    inputs = torch.zeros(batch_size, *input_shape)
+    for _ in range(2):
+        stage(inputs)
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        stage(inputs)
+        best = min(best, time.perf_counter() - started)
+    return best * 1000.0
+
+
 class _WholeModel(nn.Module):
     """All stages in one module, answering only at the final exit (the one-device baseline)."""
 
@@ -95,11 +109,19 @@ class StageRunner:
         self.entry = self.manifest.stages[stage_index]
         self.final_entry = self.manifest.stages[-1] if whole_model else self.entry
         self.is_final = whole_model or stage_index == num_stages - 1
+        self._quiet_ms: dict[int, float] = {}
         self.codec = get_codec(codec)
         self.codec_name = codec
         self.device_name = device_name
         # Bound on the decoded tensor: the declared input shape in float32, with slack for codec headers.
         self.max_tensor_bytes = 4 * math.prod(self.entry.input_shape) + 65536
+
+    def quiet_stage_ms(self, batch_size: int) -> float:
+        """The stage's time for a batch on this host when nothing interferes (fastest of a few
+        runs), measured once per batch size: the base that `--slowdown` multiplies."""
+        if batch_size not in self._quiet_ms:
+            self._quiet_ms[batch_size] = quiet_stage_time_ms(self.stage, self.entry.input_shape, batch_size)
+        return self._quiet_ms[batch_size]
 
     @property
     def model_hash(self) -> str:
@@ -157,10 +179,13 @@ class StageRunner:
         started = time.perf_counter()
         inputs = torch.stack([work.tensor for work in batch])
         features, output = self.stage(inputs)
+        if slowdown > 1.0:
+            # An emulated slow device takes `slowdown` x this stage's quiet time for the batch,
+            # whatever else the test host is doing at the moment.
+            target_ms = slowdown * self.quiet_stage_ms(len(batch))
+            spent_ms = (time.perf_counter() - started) * 1000.0
+            time.sleep(max(0.0, target_ms - spent_ms) / 1000.0)
         compute_ms = (time.perf_counter() - started) * 1000.0
-        if slowdown > 1.0:  # emulate a slower CPU by stretching the stage time
-            time.sleep(compute_ms * (slowdown - 1.0) / 1000.0)
-            compute_ms *= slowdown
         temperature = self.final_entry.temperature
         probabilities = torch.softmax(output.logits / temperature, dim=1)
         criterion = get_criterion(policy.criterion)

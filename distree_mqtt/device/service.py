@@ -90,6 +90,7 @@ class DeviceService:
         self.compute_time = RollingSamples()
         self.batch_time = RollingSamples()
         self.service_time = RollingSamples()
+        self.batch_size = RollingSamples()
         self.work: queue.Queue[_Incoming] = queue.Queue(maxsize=options.queue_capacity)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -281,6 +282,7 @@ class DeviceService:
             [work for work, _ in accepted], self.policy, next_online, remaining, self.settings.device.slowdown
         )
         self.batch_time.add(compute_ms)
+        self.batch_size.add(len(accepted))
         for _ in accepted:
             self.compute_time.add(compute_ms / len(accepted))
         for decision, (_, incoming) in zip(decisions, accepted, strict=True):
@@ -378,6 +380,7 @@ class DeviceService:
             compute_p95_ms=round(self.compute_time.percentile(95), 3),
             batch_compute_p50_ms=round(self.batch_time.percentile(50), 3),
             service_p50_ms=round(self.service_time.percentile(50), 3),
+            batch_size_mean=round(self.batch_size.mean(), 3),
             policy_version=self.policy.version,
             **snapshot,
         )

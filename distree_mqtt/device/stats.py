@@ -22,6 +22,12 @@ class RollingSamples:
         with self._lock:
             self._samples.append((now if now is not None else time.monotonic(), value))
 
+    def mean(self, now: float | None = None) -> float:
+        cutoff = (now if now is not None else time.monotonic()) - self.window_s
+        with self._lock:
+            values = [value for stamp, value in self._samples if stamp >= cutoff]
+        return float(np.mean(values)) if values else 0.0
+
     def percentile(self, q: float, now: float | None = None) -> float:
         cutoff = (now if now is not None else time.monotonic()) - self.window_s
         with self._lock:

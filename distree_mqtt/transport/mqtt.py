@@ -6,7 +6,9 @@ invisible to the runtimes apart from the gap. Works with MQTT 5 and 3.1.1 broker
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -30,6 +32,14 @@ class LastWill:
     payload: bytes | str
     retain: bool = True
     qos: int = 1
+
+
+def _disable_nagle(client: paho.Client) -> None:
+    """Small MQTT packets must not wait for the peer's delayed ACK (about 40 ms a hop)."""
+    sock = client.socket()
+    if isinstance(sock, socket.socket):  # TLS sockets are socket.socket subclasses too
+        with contextlib.suppress(OSError):  # not a TCP socket (e.g. a Unix socket)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _filter_for_matching(topic_filter: str) -> str:
@@ -178,6 +188,7 @@ class MqttTransport(Transport):
             log.warning("broker refused the connection: %s", reason_code)
             return
         self.connect_count += 1
+        _disable_nagle(client)
         with self._lock:
             subscriptions = list(self._subscriptions.items())
         for topic_filter, (qos, _) in subscriptions:
