@@ -168,6 +168,30 @@ def bench_throughput(requests: int, slowdown: float, images: np.ndarray) -> dict
     }
 
 
+def _sweep(
+    running: RunningPipeline,
+    name: str,
+    options: PipelineBenchOptions,
+    capacity: float,
+    deadline: float,
+    images: np.ndarray,
+    labels: np.ndarray,
+) -> list[dict[str, Any]]:
+    """One Poisson level per load factor (the same seeds for every policy), drained in between."""
+    rows = []
+    with running.client(f"load-{name}") as client:
+        for factor in tqdm(options.load_factors, desc=f"load {name}", leave=False):
+            rate = factor * capacity
+            futures = poisson_load(
+                client, images, labels, rate, options.level_seconds, deadline, seed=int(factor * 100)
+            )
+            rows.append(
+                {"load_factor": factor, **summarise_outcomes(collect(futures), options.latency_target_ms)}
+            )
+            drain(3.0)
+    return rows
+
+
 def bench_load(
     options: PipelineBenchOptions, images: np.ndarray, labels: np.ndarray, capacity: float
 ) -> dict[str, Any]:
@@ -183,23 +207,7 @@ def bench_load(
     try:
         for mode in ("adaptive", "static", "no-exit"):
             running.set("mode", mode)
-            policies[mode] = []
-            with running.client(f"load-{mode}") as client:
-                for factor in tqdm(options.load_factors, desc=f"load {mode}", leave=False):
-                    futures = poisson_load(
-                        client,
-                        images,
-                        labels,
-                        factor * capacity,
-                        options.level_seconds,
-                        deadline,
-                        seed=int(factor * 100),
-                    )
-                    outcomes = collect(futures)
-                    policies[mode].append(
-                        {"load_factor": factor, **summarise_outcomes(outcomes, options.latency_target_ms)}
-                    )
-                    drain(3.0)
+            policies[mode] = _sweep(running, mode, options, capacity, deadline, images, labels)
         step = bench_step(running, options, capacity, deadline, images, labels)
     finally:
         running.stop()
@@ -208,23 +216,10 @@ def bench_load(
         [["--stage", "0", "--whole-model", "--slowdown", str(options.slowdown), "--max-batch", "8"]],
         {},
     )
-    policies["single-device"] = []
     try:
-        with single.client("load-single") as client:
-            for factor in tqdm(options.load_factors, desc="load single-device", leave=False):
-                futures = poisson_load(
-                    client,
-                    images,
-                    labels,
-                    factor * capacity,
-                    options.level_seconds,
-                    deadline,
-                    seed=int(factor * 100),
-                )
-                policies["single-device"].append(
-                    {"load_factor": factor, **summarise_outcomes(collect(futures), options.latency_target_ms)}
-                )
-                drain(3.0)
+        policies["single-device"] = _sweep(
+            single, "single-device", options, capacity, deadline, images, labels
+        )
     finally:
         single.stop()
     return {

@@ -11,12 +11,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import subprocess
 import sys
-import time
 
-from distree_mqtt.broker.mosquitto import free_port
+from distree_mqtt.broker.process import BrokerProcess
 
 
 def embedded_available() -> bool:
@@ -45,50 +43,19 @@ async def _serve(port: int) -> None:
         await broker.shutdown()
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(BrokerProcess):
+    name = "the embedded broker"
     protocol = "3.1.1"
 
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
-        self.process = subprocess.Popen(
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [sys.executable, "-m", "distree_mqtt.broker.embedded", "--port", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError("the embedded broker exited at start (is amqtt installed?)")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"the embedded broker did not listen on port {self.port}")
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def _exit_reason(self) -> str:
+        return "is amqtt installed?"
 
 
 def main() -> None:

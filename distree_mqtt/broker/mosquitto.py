@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from distree_mqtt.broker.process import BrokerProcess, free_port
+
+__all__ = ["MosquittoBroker", "free_port", "mosquitto_available"]
 
 
 def mosquitto_available() -> str | None:
@@ -22,29 +23,20 @@ def mosquitto_available() -> str | None:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class MosquittoBroker:
+class MosquittoBroker(BrokerProcess):
     """`with MosquittoBroker() as broker: broker.url` -> mqtt://127.0.0.1:<port>."""
+
+    name = "mosquitto"
 
     def __init__(self, port: int | None = None, persistence: bool = False, extra_config: str = "") -> None:
         binary = mosquitto_available()
         if binary is None:
             raise RuntimeError("mosquitto is not installed (Debian: apt-get install mosquitto)")
+        super().__init__(port)
         self.binary = binary
-        self.port = port or free_port()
         self.persistence = persistence
         self.extra_config = extra_config
         self.workdir = Path(tempfile.mkdtemp(prefix="distree-mosquitto-"))
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
 
     def _write_config(self) -> Path:
         lines = [
@@ -65,36 +57,13 @@ class MosquittoBroker:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def start(self, timeout_s: float = 10.0) -> MosquittoBroker:
+    def _spawn(self) -> subprocess.Popen[bytes]:
         config = self._write_config()
         log = (self.workdir / "mosquitto.log").open("ab")
-        self.process = subprocess.Popen([self.binary, "-c", str(config)], stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"mosquitto exited at start: {(self.workdir / 'mosquitto.log').read_text()[-500:]}"
-                )
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"mosquitto did not listen on port {self.port} within {timeout_s} s")
+        return subprocess.Popen([self.binary, "-c", str(config)], stdout=log, stderr=log)
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def __enter__(self) -> MosquittoBroker:
-        return self.start()
+    def _exit_reason(self) -> str:
+        return (self.workdir / "mosquitto.log").read_text()[-500:]
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
