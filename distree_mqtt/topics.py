@@ -97,5 +97,26 @@ class Topics:
     def orchestrator_state(self) -> str:
         return f"{self.root}/orchestrator/state"
 
+    # Camera services (`distree camera`): one subtree per camera; the camera's status and
+    # telemetry use the pipeline-wide status/<id> and telemetry/<id> topics like any device.
+    def camera(self, camera: str) -> str:
+        return f"{self.root}/camera/{escape_level(camera)}"
+
+    def camera_state(self, camera: str) -> str:
+        """Retained JSON: last label, class name, confidence and when."""
+        return f"{self.camera(camera)}/state"
+
+    def camera_events(self, camera: str) -> str:
+        """Non-retained JSON events: new / update / end of a detection."""
+        return f"{self.camera(camera)}/events"
+
+    def camera_snapshot(self, camera: str) -> str:
+        """Retained annotated JPEG of the last detection."""
+        return f"{self.camera(camera)}/snapshot"
+
+    def camera_detected(self, camera: str, class_name: str) -> str:
+        """Retained ON/OFF per configured class."""
+        return f"{self.camera(camera)}/detected/{escape_level(class_name)}"
+
     def last_level(self, topic: str) -> str:
         return topic.rsplit("/", 1)[-1]
