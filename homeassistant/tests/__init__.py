@@ -1,0 +1,1 @@
+"""Tests that run real Home Assistant code (see homeassistant/README.md)."""
