@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError
 
 from distree_mqtt import __version__
-from distree_mqtt.cli import bench_commands, model_commands, runtime_commands
+from distree_mqtt.cli import bench_commands, config_commands, model_commands, runtime_commands
 
 EXPECTED_ERRORS = (ValueError, RuntimeError, OSError, KeyError, ConnectionError)
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands.register(commands)
     runtime_commands.register(commands)
     bench_commands.register(commands)
+    config_commands.register(commands)
     return parser
 
 

@@ -10,19 +10,24 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from distree_mqtt.settings import DistreeSettings, load_settings
+from distree_mqtt.settings import DistreeSettings, Role, load_settings
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="settings file (TOML); DISTREE_* variables also apply")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="settings file (YAML; see `distree config schema`); DISTREE_* variables also apply",
+    )
     parser.add_argument("--broker", help="broker URL, mqtt://[user:pass@]host:port or mqtts://...")
     parser.add_argument("--pipeline", help="pipeline name (topic level after the prefix)")
     parser.add_argument("--protocol", choices=["5", "3.1.1"], help="MQTT protocol version")
 
 
-def _settings(args: argparse.Namespace, **sections: Any) -> DistreeSettings:
+def _settings(args: argparse.Namespace, command: Role | None = None, **sections: Any) -> DistreeSettings:
     return load_settings(
         args.config,
+        command=command,
         broker={"url": args.broker, "protocol": args.protocol},
         pipeline=args.pipeline,
         **sections,
@@ -103,7 +108,7 @@ def run_device(args: argparse.Namespace) -> int:
         "queue_capacity": args.queue_capacity,
         "whole_model": args.whole_model,
     }
-    service = DeviceService(_settings(args, device=device))
+    service = DeviceService(_settings(args, "device", device=device))
     service.start()
     print(
         f"device {service.device_id}: stage {service.runner.stage_index} ready", file=sys.stderr, flush=True
@@ -124,7 +129,7 @@ def run_orchestrator(args: argparse.Namespace) -> int:
         "mode": args.mode,
         "criterion": args.criterion,
     }
-    service = OrchestratorService(_settings(args, orchestrator=options))
+    service = OrchestratorService(_settings(args, "orchestrator", orchestrator=options))
     service.start()
     print(
         f"orchestrator: {service.policy.mode}, target {service.options.latency_target_ms} ms",
