@@ -6,6 +6,7 @@ and serialise what we send. See docs/protocol.md for the topics they travel on.
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -123,6 +124,18 @@ class Telemetry(BaseModel):
     bytes_in: int = Field(ge=0)
     bytes_out: int = Field(ge=0)
     policy_version: int = Field(ge=0)
+
+
+def telemetry_kind(payload: bytes) -> str:
+    """What sent a telemetry report: `stage` for stage devices (their reports carry no `kind`),
+    `camera` for camera services, which share the telemetry topics but serve no stage."""
+    if b'"kind"' not in payload:
+        return "stage"
+    try:
+        kind = json.loads(payload).get("kind")
+    except (ValueError, AttributeError):
+        return "stage"  # let the Telemetry validation reject it as usual
+    return kind if isinstance(kind, str) else "stage"
 
 
 class ErrorReport(BaseModel):

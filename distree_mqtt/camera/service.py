@@ -38,6 +38,8 @@ from distree_mqtt.camera.sources import (
 from distree_mqtt.camera.tracker import DetectionTracker, Observation, TrackerUpdate
 from distree_mqtt.client import Pipeline, RequestRejected, RequestTimeout
 from distree_mqtt.device.stats import RollingSamples
+from distree_mqtt.homeassistant.entities import camera_discovery
+from distree_mqtt.homeassistant.publisher import DiscoveryPublisher
 from distree_mqtt.protocol import Result
 from distree_mqtt.reference import reference_bundle
 from distree_mqtt.settings import DistreeSettings
@@ -144,6 +146,12 @@ class CameraService:
             will=LastWill(self.topics.status(self.camera_id), "offline"),
             on_connected=self._on_connected,
         )
+        home_assistant = settings.homeassistant
+        self.discovery: DiscoveryPublisher | None = None
+        if home_assistant.enabled:
+            self.discovery = DiscoveryPublisher(
+                self.transport, home_assistant.discovery_prefix, home_assistant.legacy_discovery
+            )
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -163,7 +171,10 @@ class CameraService:
             raise SourceError(f"no frame could be read from {self.source.description}")
         self._first_frame = first
         self.gate = self._new_gate(first)
+        if self.discovery is not None:
+            self.discovery.start()  # listens for Home Assistant's birth: before connecting
         self.pipeline = Pipeline(settings=self._client_settings, bundle=self.bundle, transport=self.transport)
+        self._announce()
         if not isinstance(self.transport, MqttTransport):
             self._on_connected(Message("", b""))
         for target, name in ((self._capture_loop, "camera-capture"), (self._results_loop, "camera-results")):
@@ -194,6 +205,22 @@ class CameraService:
 
     def _on_connected(self, _: Message) -> None:
         self.transport.publish(self.topics.status(self.camera_id), "online", retain=True)
+
+    def _announce(self) -> None:
+        """Home Assistant discovery of this camera: events, snapshot, last detection, ON/OFF per class."""
+        if self.discovery is None:
+            return
+        home_assistant = self.settings.homeassistant
+        self.discovery.publish(
+            camera_discovery(
+                self.topics,
+                self.camera_id,
+                self.classes,
+                off_delay_s=home_assistant.off_delay_s,
+                node_id=home_assistant.node_id,
+                origin=home_assistant.origin(),
+            )
+        )
 
     def _new_gate(self, frame: np.ndarray) -> MotionGate:
         options = self.options

@@ -9,7 +9,13 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError
 
 from distree_mqtt import __version__
-from distree_mqtt.cli import bench_commands, config_commands, model_commands, runtime_commands
+from distree_mqtt.cli import (
+    bench_commands,
+    camera_commands,
+    config_commands,
+    model_commands,
+    runtime_commands,
+)
 
 EXPECTED_ERRORS = (ValueError, RuntimeError, OSError, KeyError, ConnectionError)
 
@@ -24,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     model_commands.register(commands)
     runtime_commands.register(commands)
+    camera_commands.register(commands)
     bench_commands.register(commands)
     config_commands.register(commands)
     return parser

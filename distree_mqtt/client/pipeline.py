@@ -99,6 +99,7 @@ class Pipeline:
         self._lock = threading.Lock()
         self._counter = itertools.count()
         self.duplicates = 0
+        self.invalid_results = 0  # payloads on our results topic that are not a Result
         self.transport = transport or MqttTransport(
             self.settings.broker, client_id=f"{self.source}-{uuid.uuid4().hex[:8]}"
         )
@@ -182,6 +183,7 @@ class Pipeline:
         try:
             result = Result.model_validate_json(message.payload)
         except ValidationError:
+            self.invalid_results += 1
             return
         with self._lock:
             entry = self._pending.pop(result.request_id, None)

@@ -96,6 +96,9 @@ def test_triggered_frames_become_requests_and_answers_become_state_events_and_sn
     snapshot = cv2.imdecode(np.frombuffer(transport.retained[topics.camera_snapshot("yard")], np.uint8), 1)
     assert snapshot.shape == (60, 80, 3)
     assert transport.on(topics.status("yard")) == [b"online", b"stopped"]
+    # Home Assistant discovery of the camera, retained, naming our topics.
+    discovery = [json.loads(v) for t, v in transport.retained.items() if t.startswith("homeassistant/")]
+    assert len(discovery) == 1 and topics.camera_detected("yard", "3") in json.dumps(discovery[0])
     report = CameraTelemetry.model_validate_json(transport.on(topics.telemetry("yard"))[-1])
     assert (report.frames_read, report.motion_frames, report.requests_sent, report.results) == (6, 4, 4, 4)
     assert report.invalid_results == 1 and report.skipped == 0 and report.errors == 0
