@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from distree_mqtt.camera.messages import CameraTelemetry
 from distree_mqtt.camera.service import CameraService
 from distree_mqtt.camera.settings import CameraSettings
+from distree_mqtt.camera.sources import CameraSource, SourceError
 from distree_mqtt.cli.main import main
 from distree_mqtt.orchestrator.service import OrchestratorService
 from distree_mqtt.protocol import Result, telemetry_kind
@@ -166,3 +167,54 @@ def test_the_orchestrator_ignores_camera_telemetry_but_still_reports_garbage() -
     )
     orchestrator._on_telemetry(Message(topics.telemetry("junk"), b'{"kind": 5}'))
     assert len(transport.on(topics.errors)) == 1
+
+
+class FlakyStream(CameraSource):
+    """A live source whose stream drops after a few frames; the first reopen fails too."""
+
+    live = True
+
+    def __init__(self) -> None:
+        self.opens = 0
+        self.reads = 0
+        self.script = ["frame"] * 3 + [None, None] + ["frame"] * 1000
+
+    @property
+    def description(self) -> str:
+        return "stream fake"
+
+    def open(self) -> None:
+        self.opens += 1
+        if self.opens == 2:
+            raise SourceError("connection refused")
+
+    def read(self) -> np.ndarray | None:
+        time.sleep(0.005)
+        step = self.script[min(self.reads, len(self.script) - 1)]
+        self.reads += 1
+        return None if step is None else np.full((40, 40, 3), 30, np.uint8)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_dropped_stream_is_reopened_with_backoff_and_health_follows_the_frames() -> None:
+    source = FlakyStream()
+    settings = load_settings(
+        pipeline="unit",
+        camera={"fps": 100, "reconnect_initial_s": 0.02, "reconnect_max_s": 0.1, "stall_timeout_s": 5},
+    )
+    camera = CameraService(settings, source=source, transport=MemoryTransport())
+    camera.start()
+    try:
+        wait_for(lambda: camera.counters.snapshot()["frames_read"] > 20)
+        counts = camera.counters.snapshot()
+        # Two failed reads: the first starts a reconnect whose first open fails, the second open
+        # works; the next read fails again and reconnects once more.
+        assert counts["read_failures"] == 2 and counts["reconnects"] == 2 and source.opens == 4
+        assert camera.healthy()
+        camera.last_frame_monotonic -= 10  # as if no frame had come for 10 s
+        assert not camera.healthy()
+        assert camera.status_line().startswith("camera camera: ")
+    finally:
+        camera.stop()
