@@ -5,8 +5,12 @@ BIN := $(VENV)/bin
 # Pinned here, ranged in pyproject: an unpinned torch pulls a multi-GB CUDA build.
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
+# Home Assistant needs Python >= 3.12 (the project targets 3.11): its tests get their own venv.
+HA_VENV := .venv-ha
+HA_STAMP := $(HA_VENV)/.installed
+HA_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python) $(shell command -v python3.12 2>/dev/null))
 
-.PHONY: demo test lint unit venv reference reference-mnist reference-cifar10 bench-offline clean
+.PHONY: demo test test-homeassistant lint unit venv reference reference-mnist reference-cifar10 bench-offline clean
 
 venv: $(STAMP)
 
@@ -21,12 +25,28 @@ demo: $(STAMP)
 	$(BIN)/distree demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check distree_mqtt tests
+	$(BIN)/ruff check distree_mqtt tests homeassistant
 	$(BIN)/ruff format --check distree_mqtt tests
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-homeassistant
+
+# The custom integration and the discovery payloads in real Home Assistant (homeassistant/tests).
+$(HA_STAMP): homeassistant/requirements-test.txt
+	test -x $(HA_VENV)/bin/python || $(HA_PYTHON) -m venv $(HA_VENV)
+	$(HA_VENV)/bin/python -m pip install -q --upgrade pip
+	$(HA_VENV)/bin/python -m pip install -q -r homeassistant/requirements-test.txt
+	touch $(HA_STAMP)
+
+ifeq ($(strip $(HA_PYTHON)),)
+test-homeassistant:
+	@echo "skipping Home Assistant tests: no Python >= 3.12 found"
+else
+test-homeassistant: $(HA_STAMP)
+	cd homeassistant && ../$(HA_VENV)/bin/python -m pytest -q
+endif
 
 # Reference bundles and their offline reports (benchmarks, not tests).
 reference-mnist: $(STAMP)
@@ -43,4 +63,4 @@ bench-offline: $(STAMP)
 	$(BIN)/distree bench offline
 
 clean:
-	rm -rf $(VENV) runs .cache .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(HA_VENV) runs .cache .pytest_cache .mypy_cache .ruff_cache

@@ -31,7 +31,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from distree_mqtt.camera.settings import CameraSettings
+from distree_mqtt.homeassistant.settings import HomeAssistantSettings
 from distree_mqtt.protocol import PolicyMode
 from distree_mqtt.reference import reference_bundle
 from distree_mqtt.settings_files import ConfigFileError, check_known_keys, read_config_file
@@ -352,10 +352,10 @@ class DistreeSettings(BaseSettings):
         title="Client",
         description="`distree infer`, the Python client and the camera's requests.",
     )
-    camera: CameraSettings = Field(
-        default_factory=CameraSettings,
-        title="Camera",
-        description="`distree camera`: one camera's motion-triggered requests, state and events.",
+    homeassistant: HomeAssistantSettings = Field(
+        default_factory=HomeAssistantSettings,
+        title="Home Assistant",
+        description="MQTT discovery of the pipeline, its devices and cameras.",
     )
 
     @classmethod

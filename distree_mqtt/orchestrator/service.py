@@ -18,20 +18,14 @@ from dataclasses import dataclass
 from pydantic import TypeAdapter, ValidationError
 
 from distree_mqtt.bundle import Manifest, load_manifest
+from distree_mqtt.homeassistant.entities import device_node_id, edge_device_discovery, pipeline_discovery
+from distree_mqtt.homeassistant.publisher import DiscoveryPublisher
 from distree_mqtt.orchestrator.controller import LoadEstimate, StageEstimate, ThresholdController, predict
 from distree_mqtt.policy_defaults import default_policy
-from distree_mqtt.protocol import (
-    DeviceInfo,
-    ErrorReport,
-    Policy,
-    PolicyMode,
-    Result,
-    Telemetry,
-    telemetry_kind,
-)
+from distree_mqtt.protocol import DeviceInfo, ErrorReport, Policy, PolicyMode, Result, Telemetry
 from distree_mqtt.reference import reference_bundle
 from distree_mqtt.settings import DistreeSettings
-from distree_mqtt.topics import Topics
+from distree_mqtt.topics import Topics, escape_level
 from distree_mqtt.transport import LastWill, Message, MqttTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -68,6 +62,9 @@ class OrchestratorService:
         self.rates: dict[str, _Rate] = {}
         # (when, latency_ms, policy_version, answered)
         self.results: deque[tuple[float, float, int | None, bool]] = deque(maxlen=50_000)
+        # (when, exit stage or None if not answered) of every result: rates for dashboards
+        self.answers: deque[tuple[float, int | None]] = deque(maxlen=50_000)
+        self.last_result: dict[str, object] | None = None
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -79,6 +76,13 @@ class OrchestratorService:
                 self.topics.status(ORCHESTRATOR_ID), "online", retain=True
             ),
         )
+
+        home_assistant = settings.homeassistant
+        self.discovery: DiscoveryPublisher | None = None
+        if home_assistant.enabled:
+            self.discovery = DiscoveryPublisher(
+                self.transport, home_assistant.discovery_prefix, home_assistant.legacy_discovery
+            )
 
     def _new_controller(self) -> ThresholdController:
         front = self.manifest.exit_policy.profiles.get(self.criterion)
@@ -94,12 +98,15 @@ class OrchestratorService:
         self.transport.subscribe(self.topics.all_device_info, self._on_device_info)
         self.transport.subscribe(self.topics.all_results, self._on_result)
         self.transport.subscribe(self.topics.all_control_set, self._on_control)
+        if self.discovery is not None:
+            self.discovery.start()
         if isinstance(self.transport, MqttTransport):
             self.transport.start()
             time.sleep(0.3)  # the retained policy, if any, arrives right after subscribing
         with self._lock:
             self.policy = self._policy_for_mode(version=self._retained_version + 1)
         self._publish_policy()
+        self._announce_pipeline()
         self._thread = threading.Thread(target=self._control_loop, name="control", daemon=True)
         self._thread.start()
 
@@ -121,8 +128,6 @@ class OrchestratorService:
             self._retained_version = max(self._retained_version, retained.version)
 
     def _on_telemetry(self, message: Message) -> None:
-        if telemetry_kind(message.payload) != "stage":
-            return  # cameras share the telemetry topics but serve no stage
         try:
             report = Telemetry.model_validate_json(message.payload)
         except ValidationError:
@@ -150,17 +155,26 @@ class OrchestratorService:
         with self._lock:
             if not message.payload:
                 self.info.pop(device, None)
+                self._withdraw_device(device)
                 return
             try:
                 self.info[device] = DeviceInfo.model_validate_json(message.payload)
             except ValidationError:
                 self._report_error(message.topic, "invalid device descriptor")
+                return
+        self._announce_device(device, self.info[device])
 
     def _on_result(self, message: Message) -> None:
         try:
             result = Result.model_validate_json(message.payload)
         except ValidationError:
             return
+        with self._lock:
+            self.answers.append((time.monotonic(), result.exit_stage if result.ok else None))
+            self.last_result = result.model_dump(
+                include={"outcome", "label", "class_name", "confidence", "exit_stage", "degraded"}
+                | {"reason", "latency_ms", "source", "request_id", "completed_at"}
+            )
         if result.latency_ms is None:
             return
         with self._lock:
@@ -275,11 +289,25 @@ class OrchestratorService:
         within = sum(latency <= self.options.latency_target_ms for latency in latencies) / len(latencies)
         return p95, within, len(latencies)
 
+    def result_rates(self) -> tuple[float, list[float] | None]:
+        """(results per second, share answered at each exit stage) over the sliding window."""
+        cutoff = time.monotonic() - self.options.window_s
+        with self._lock:
+            recent = [stage for stamp, stage in self.answers if stamp >= cutoff]
+        answered = [stage for stage in recent if stage is not None]
+        exit_rates = (
+            [sum(stage == k for stage in answered) / len(answered) for k in range(self.num_stages)]
+            if answered
+            else None
+        )
+        return len(recent) / self.options.window_s, exit_rates
+
     def control_step(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         load = self.load_estimate()
         observed_p95, _, _ = self.observed(self.policy.version)
         _, within, count = self.observed()
+        requests_per_second, exit_rates = self.result_rates()
         changed = False
         with self._lock:
             if self.options.mode == "adaptive" and load is not None:
@@ -312,6 +340,9 @@ class OrchestratorService:
                 "arrival_rate": load.arrival_rate if load else None,
                 "predicted_p95_ms": _finite(predict(point, load).p95_ms) if load else None,
                 "utilisation": predict(point, load).utilisation if load else None,
+                "requests_per_second": round(requests_per_second, 3),
+                "exit_rates": exit_rates,
+                "last_result": self.last_result,
             }
         if changed:
             self._publish_policy()
@@ -325,6 +356,43 @@ class OrchestratorService:
                 self.control_step()
             except Exception:  # keep steering with what we have
                 log.exception("control step failed")
+
+    # -- Home Assistant discovery --------------------------------------------------------------
+    def _announce_pipeline(self) -> None:
+        if self.discovery is None:
+            return
+        home_assistant = self.settings.homeassistant
+        self.discovery.publish(
+            pipeline_discovery(
+                self.topics,
+                self.num_stages,
+                node_id=home_assistant.node_id,
+                name=home_assistant.device_name,
+                model_id=self.manifest.model_id,
+                origin=home_assistant.origin(),
+            )
+        )
+
+    def _announce_device(self, device: str, info: DeviceInfo) -> None:
+        if self.discovery is None or escape_level(info.device) != device:
+            return  # a descriptor must name the device whose topic it is on
+        home_assistant = self.settings.homeassistant
+        self.discovery.publish(
+            edge_device_discovery(
+                self.topics,
+                info.device,
+                info.stage_index,
+                num_stages=info.num_stages,
+                node_id=home_assistant.node_id,
+                model_id=info.model_id,
+                origin=home_assistant.origin(),
+            )
+        )
+
+    def _withdraw_device(self, device: str) -> None:
+        """A device that stopped cleanly cleared its descriptor; ids of restarted devices differ."""
+        if self.discovery is not None:
+            self.discovery.withdraw(device_node_id(self.topics, device, self.settings.homeassistant.node_id))
 
     def _report_error(self, topic: str, reason: str) -> None:
         report = ErrorReport(component=ORCHESTRATOR_ID, topic=topic, reason=reason, timestamp=time.time())
