@@ -31,6 +31,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from distree_mqtt.camera.settings import CameraSettings
 from distree_mqtt.homeassistant.settings import HomeAssistantSettings
 from distree_mqtt.protocol import PolicyMode
 from distree_mqtt.reference import reference_bundle
@@ -351,6 +352,11 @@ class DistreeSettings(BaseSettings):
         default_factory=ClientSettings,
         title="Client",
         description="`distree infer`, the Python client and the camera's requests.",
+    )
+    camera: CameraSettings = Field(
+        default_factory=CameraSettings,
+        title="Camera",
+        description="`distree camera`: one camera's motion-triggered requests, state and events.",
     )
     homeassistant: HomeAssistantSettings = Field(
         default_factory=HomeAssistantSettings,

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from distree_mqtt import __version__
 from distree_mqtt.cli import (
     bench_commands,
+    camera_commands,
     config_commands,
     ha_commands,
     model_commands,
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     model_commands.register(commands)
     runtime_commands.register(commands)
+    camera_commands.register(commands)
     bench_commands.register(commands)
     config_commands.register(commands)
     ha_commands.register(commands)

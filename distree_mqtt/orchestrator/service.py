@@ -22,7 +22,15 @@ from distree_mqtt.homeassistant.entities import device_node_id, edge_device_disc
 from distree_mqtt.homeassistant.publisher import DiscoveryPublisher
 from distree_mqtt.orchestrator.controller import LoadEstimate, StageEstimate, ThresholdController, predict
 from distree_mqtt.policy_defaults import default_policy
-from distree_mqtt.protocol import DeviceInfo, ErrorReport, Policy, PolicyMode, Result, Telemetry
+from distree_mqtt.protocol import (
+    DeviceInfo,
+    ErrorReport,
+    Policy,
+    PolicyMode,
+    Result,
+    Telemetry,
+    telemetry_kind,
+)
 from distree_mqtt.reference import reference_bundle
 from distree_mqtt.settings import DistreeSettings
 from distree_mqtt.topics import Topics, escape_level
@@ -128,6 +136,8 @@ class OrchestratorService:
             self._retained_version = max(self._retained_version, retained.version)
 
     def _on_telemetry(self, message: Message) -> None:
+        if telemetry_kind(message.payload) != "stage":
+            return  # cameras share the telemetry topics but serve no stage
         try:
             report = Telemetry.model_validate_json(message.payload)
         except ValidationError:
