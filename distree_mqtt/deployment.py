@@ -46,7 +46,9 @@ class DeploymentReport:
 
 
 def bundle_dir(settings: DistreeSettings, role: str) -> Path:
-    chosen = settings.orchestrator.bundle if role == "orchestrator" else settings.device.bundle
+    chosen = {"orchestrator": settings.orchestrator.bundle, "camera": settings.camera.bundle}.get(
+        role, settings.device.bundle
+    )
     return chosen or reference_bundle("mnist")
 
 
@@ -92,10 +94,18 @@ def describe(config: ServiceConfig) -> list[str]:
         ]
         lines.append(f"publishes: {topics.policy} (retained)")
     elif config.role == "camera":
-        camera = getattr(settings, "camera", None)
-        shown = camera.model_dump(mode="json", exclude_defaults=True) if camera is not None else {}
-        lines[:0] = [f"runs: distree camera, {shown or 'default camera settings'}"]
-        lines.append(f"publishes requests to: {topics.stage_input(0)}")
+        camera = settings.camera
+        manifest = load_manifest(bundle_dir(settings, "camera"))
+        classes = camera.classes or manifest.input.class_names
+        gate = "no motion gate" if camera.motion_method == "none" else f"motion gate {camera.motion_method}"
+        lines[:0] = [
+            f"runs: distree camera {camera.camera_id!r}: {camera.source} at <= {camera.fps:g} fps, {gate}, "
+            f"inputs for {manifest.model_id} ({manifest.content_hash[:12]})",
+            f"detects: {', '.join(classes)} at confidence >= {camera.min_confidence:g}",
+        ]
+        lines.append(
+            f"publishes requests to: {topics.stage_input(0)}, state to {topics.camera(camera.camera_id)}/#"
+        )
     else:
         lines[:0] = ["runs: nothing by itself (no `role`); usable by distree infer/results"]
     lines.append(f"pipeline: {topics.root}")
@@ -119,6 +129,13 @@ def check_deployment(configs: list[ServiceConfig]) -> DeploymentReport:
 def _check_unique_ids(configs: list[ServiceConfig], report: DeploymentReport) -> None:
     seen: dict[tuple[tuple[str, str, str], str], Path] = {}
     for config in configs:
+        if config.role == "camera":
+            # A camera's status and telemetry share the devices' topics: ids must not collide.
+            key = (config.pipeline_key, config.settings.camera.camera_id)
+            if key in seen:
+                report.errors.append(f"{config.path}: camera_id {key[1]!r} already used by {seen[key]}")
+            seen[key] = config.path
+            continue
         if config.role != "device":
             continue
         device_id = config.settings.device.device_id
@@ -140,7 +157,7 @@ def _check_pipeline(name: str, members: list[ServiceConfig], report: DeploymentR
             report.errors.append(f"{name}: no device runs any stage")
         return
     manifests: dict[str, tuple[Manifest, Path]] = {}
-    for config in devices + orchestrators:
+    for config in devices + orchestrators + cameras:
         manifest = load_manifest(bundle_dir(config.settings, config.role))
         manifests.setdefault(manifest.content_hash, (manifest, config.path))
     if len(manifests) > 1:
@@ -172,6 +189,13 @@ def _check_pipeline(name: str, members: list[ServiceConfig], report: DeploymentR
                     f"{name}: replicas of stage {index} must share one subscription group with "
                     f"shared_subscription on, or each runs every request ({paths})"
                 )
+    for config in cameras:
+        unknown = sorted(set(config.settings.camera.classes or []) - set(manifest.input.class_names))
+        if unknown:
+            report.errors.append(
+                f"{config.path}: classes {', '.join(unknown)} are not among {manifest.model_id}'s "
+                f"({', '.join(manifest.input.class_names)})"
+            )
     if not orchestrators:
         report.warnings.append(f"{name}: no orchestrator; devices use the bundle's default policy")
     elif len(orchestrators) > 1:

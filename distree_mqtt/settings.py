@@ -12,12 +12,11 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -34,7 +33,7 @@ from pydantic_settings import (
 from distree_mqtt.camera.settings import CameraSettings
 from distree_mqtt.homeassistant.settings import HomeAssistantSettings
 from distree_mqtt.protocol import PolicyMode
-from distree_mqtt.reference import reference_bundle
+from distree_mqtt.reference import BundlePath
 from distree_mqtt.settings_files import ConfigFileError, check_known_keys, read_config_file
 
 
@@ -147,16 +146,6 @@ def _redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return parts._replace(netloc=netloc).geturl()
-
-
-def _bundle_path(value: Any) -> Any:
-    """`reference:<name>` names a bundle shipped with the package."""
-    if isinstance(value, str) and value.startswith("reference:"):
-        return reference_bundle(value.removeprefix("reference:"))
-    return value
-
-
-BundlePath = Annotated[Path | None, BeforeValidator(_bundle_path)]
 
 
 class DeviceSettings(BaseModel):

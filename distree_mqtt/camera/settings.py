@@ -6,10 +6,11 @@ checked against the first frame's size when the service starts.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from distree_mqtt.reference import BundlePath
 
 
 class CameraSettings(BaseModel):
@@ -147,10 +148,11 @@ class CameraSettings(BaseModel):
     )
 
     # -- pipeline ---------------------------------------------------------------------------
-    bundle: Path | None = Field(
+    bundle: BundlePath = Field(
         None,
         title="Bundle the pipeline runs",
-        description="For its input spec, class names and model hash (default: the shipped MNIST model).",
+        description="For its input spec, class names and model hash; `reference:<name>` names a "
+        "shipped bundle (default: reference:mnist).",
     )
     deadline_ms: float = Field(
         1000.0, gt=0, le=600_000, title="Request deadline", description="Per frame sent to stage 0."

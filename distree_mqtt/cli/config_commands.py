@@ -112,7 +112,7 @@ def _type_name(annotation: Any) -> str:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from distree_mqtt.deployment import ServiceConfig, check_deployment, describe
+    from distree_mqtt.deployment import DeploymentReport, ServiceConfig, check_deployment, describe
     from distree_mqtt.settings import load_settings
 
     files = _expand(args.paths)
@@ -130,7 +130,8 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"{path}: ok")
         for line in lines:
             print(f"  {line}")
-    report = check_deployment(configs)
+    # One file is checked on its own; several are checked as one deployment.
+    report = check_deployment(configs) if len(files) > 1 else DeploymentReport()
     if len(files) > 1 or report.errors or report.warnings:
         print()
         for line in report.summary:

@@ -115,3 +115,28 @@ def test_check_reports_a_broken_file_and_goes_on(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "bad.yaml: error: " in result.stdout and "did you mean 'device.stage_index'" in result.stdout
     assert "good.yaml: ok" in result.stdout
+
+
+def test_cameras_feed_their_pipeline_and_name_classes_the_bundle_knows(tmp_path: Path) -> None:
+    home = _load(DEPLOYMENTS / "home")
+    (camera,) = [config for config in home if config.role == "camera"]
+    assert camera.path.parent.name == "doorbell-gateway"
+    factory = _load(DEPLOYMENTS / "factory")
+    assert sorted(c.settings.camera.camera_id for c in factory if c.role == "camera") == ["line-1", "line-2"]
+    for index in range(3):
+        _device(tmp_path, f"s{index}.yaml", f"device:\n  stage_index: {index}\n  device_id: d{index}\n")
+    (tmp_path / "o.yaml").write_text("role: orchestrator\npipeline: p\n")
+    for name in ("c1.yaml", "c2.yaml"):
+        (tmp_path / name).write_text(
+            "role: camera\npipeline: p\ncamera:\n  camera_id: d0\n  classes: ['7', cat]\n"
+        )
+    text = "\n".join(check_deployment(_load(tmp_path)).errors)
+    assert "classes cat are not among mnist-wrn16-1's" in text
+    assert "camera_id 'd0' already used" in text
+
+
+def test_one_file_is_checked_on_its_own() -> None:
+    result = _check(str(DEPLOYMENTS / "home" / "doorbell-gateway" / "camera-doorbell.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "runs: distree camera 'doorbell'" in result.stdout
+    assert "detects: cat, dog, bird" in result.stdout

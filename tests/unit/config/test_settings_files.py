@@ -117,3 +117,10 @@ def test_schema_lists_every_setting_once() -> None:
             assert f"## `{name}`" in text
         else:
             assert text.count(f"| `{name}` |") == 1, name
+
+
+def test_the_settings_reference_in_docs_is_current() -> None:
+    committed = Path(__file__).parents[3] / "docs" / "configuration.md"
+    assert committed.read_text() == schema_markdown(), (
+        "docs/configuration.md is stale: run `distree config schema > docs/configuration.md`"
+    )
