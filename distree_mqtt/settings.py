@@ -139,6 +139,10 @@ class BrokerSettings(BaseModel):
     def redacted_url(self) -> str:
         return _redact(self.url)
 
+    def __repr_args__(self) -> Any:  # repr() and str() of any settings never show a URL password
+        for name, value in super().__repr_args__():
+            yield name, (_redact(value) if name == "url" else value)
+
 
 def _redact(url: str) -> str:
     parts = urlsplit(url)
