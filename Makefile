@@ -10,7 +10,7 @@ HA_VENV := .venv-ha
 HA_STAMP := $(HA_VENV)/.installed
 HA_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python) $(shell command -v python3.12 2>/dev/null))
 
-.PHONY: demo test test-homeassistant lint unit venv reference reference-mnist reference-cifar10 bench-offline clean
+.PHONY: demo test test-homeassistant lint unit venv reference reference-mnist reference-cifar10 bench-offline clean install-gateway
 
 venv: $(STAMP)
 
@@ -61,6 +61,12 @@ reference: reference-mnist reference-cifar10
 
 bench-offline: $(STAMP)
 	$(BIN)/distree bench offline
+
+# A gateway: /opt/distree venv (torch pinned), /etc/distree settings and credentials, systemd
+# units. Run as root; MACHINE=configs/deployments/<deployment>/<machine> copies its settings.
+# DESTDIR and PREFIX are honoured (see systemd/install-gateway.sh --help).
+install-gateway:
+	TORCH_VERSION=$(TORCH_VERSION) PYTHON=$(PYTHON) systemd/install-gateway.sh $(if $(MACHINE),--machine $(MACHINE))
 
 clean:
 	rm -rf $(VENV) $(HA_VENV) runs .cache .pytest_cache .mypy_cache .ruff_cache

@@ -87,16 +87,9 @@ def register(commands: Any) -> None:
     results.set_defaults(handler=run_results)
 
 
-def _wait_for_signal() -> None:
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        pass
-
-
 def run_device(args: argparse.Namespace) -> int:
     from distree_mqtt.device.service import DeviceService
+    from distree_mqtt.systemd import run_notified
 
     device = {
         "stage_index": args.stage_index,
@@ -113,15 +106,13 @@ def run_device(args: argparse.Namespace) -> int:
     print(
         f"device {service.device_id}: stage {service.runner.stage_index} ready", file=sys.stderr, flush=True
     )
-    try:
-        _wait_for_signal()
-    finally:
-        service.stop()
+    run_notified(service)  # READY=1, STATUS=, watchdog pings; on SIGINT/SIGTERM: STOPPING=1, stop
     return 0
 
 
 def run_orchestrator(args: argparse.Namespace) -> int:
     from distree_mqtt.orchestrator.service import OrchestratorService
+    from distree_mqtt.systemd import run_notified
 
     options = {
         "bundle": args.bundle,
@@ -136,10 +127,7 @@ def run_orchestrator(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    try:
-        _wait_for_signal()
-    finally:
-        service.stop()
+    run_notified(service)
     return 0
 
 

@@ -71,6 +71,9 @@ def peek_request(payload: bytes) -> tuple[str | None, str | None]:
 
 
 class DeviceService:
+    # The worker loops at least every 0.1 s when idle; a batch taking longer than this is a hang.
+    STALL_LIMIT_S = 30.0
+
     def __init__(self, settings: DistreeSettings, transport: Transport | None = None) -> None:
         self.settings = settings
         options = settings.device
@@ -94,6 +97,8 @@ class DeviceService:
         self.work: queue.Queue[_Incoming] = queue.Queue(maxsize=options.queue_capacity)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._worker_heartbeat = time.monotonic()
+        self._status_mark = (time.monotonic(), 0)
         self.transport = transport or MqttTransport(
             settings.broker,
             client_id=self.device_id,
@@ -151,6 +156,32 @@ class DeviceService:
         if isinstance(self.transport, MqttTransport):
             time.sleep(0.2)  # let the last publishes leave before the socket closes
         self.transport.stop()
+
+    # -- health, for the systemd watchdog and `systemctl status` -------------------------------
+    def healthy(self) -> bool:
+        """Every thread alive, the worker looping recently, the MQTT network loop running. A
+        broker outage is not unhealthy: paho reconnects, and a restart would only reload the stage."""
+        if not self._threads or not all(thread.is_alive() for thread in self._threads):
+            return False
+        if time.monotonic() - self._worker_heartbeat > self.STALL_LIMIT_S:
+            return False
+        return not isinstance(self.transport, MqttTransport) or self.transport.running
+
+    def status_line(self) -> str:
+        """E.g. `stage 1: 12.0 req/s, queue 3/64, policy v5`; the rate is since the last call."""
+        now = time.monotonic()
+        with self.counters.lock:
+            processed = self.counters.processed
+        since, processed_before = self._status_mark
+        self._status_mark = (now, processed)
+        rate = (processed - processed_before) / (now - since) if now > since else 0.0
+        line = (
+            f"stage {self.runner.stage_index}: {rate:.1f} req/s, "
+            f"queue {self.work.qsize()}/{self.settings.device.queue_capacity}, policy v{self.policy.version}"
+        )
+        if isinstance(self.transport, MqttTransport) and not self.transport.connected:
+            line += ", broker unreachable (reconnecting)"
+        return line
 
     def _on_connected(self, _: Message) -> None:
         info = DeviceInfo(
@@ -223,6 +254,7 @@ class DeviceService:
     def _work_loop(self) -> None:
         options = self.settings.device
         while not (self._stop.is_set() and self.work.empty()):
+            self._worker_heartbeat = time.monotonic()
             try:
                 first = self.work.get(timeout=0.1)
             except queue.Empty:

@@ -54,6 +54,9 @@ class _Rate:
 
 
 class OrchestratorService:
+    # Control steps run every `control_interval_s`; none succeeding for this long is a hang.
+    STALL_LIMIT_S = 30.0
+
     def __init__(self, settings: DistreeSettings, transport: Transport | None = None) -> None:
         self.settings = settings
         self.options = settings.orchestrator.model_copy()
@@ -76,6 +79,7 @@ class OrchestratorService:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_step = time.monotonic()
         self.transport = transport or MqttTransport(
             settings.broker,
             client_id=f"distree-{settings.pipeline}-orchestrator",
@@ -115,6 +119,7 @@ class OrchestratorService:
             self.policy = self._policy_for_mode(version=self._retained_version + 1)
         self._publish_policy()
         self._announce_pipeline()
+        self._last_step = time.monotonic()
         self._thread = threading.Thread(target=self._control_loop, name="control", daemon=True)
         self._thread.start()
 
@@ -364,8 +369,38 @@ class OrchestratorService:
         while not self._stop.wait(self.options.control_interval_s):
             try:
                 self.control_step()
+                self._last_step = time.monotonic()
             except Exception:  # keep steering with what we have
                 log.exception("control step failed")
+
+    # -- health, for the systemd watchdog and `systemctl status` -------------------------------
+    def healthy(self) -> bool:
+        """The control loop alive and stepping successfully, the MQTT network loop running."""
+        if self._thread is None or not self._thread.is_alive():
+            return False
+        stall_limit_s = max(self.STALL_LIMIT_S, 3 * self.options.control_interval_s)
+        if time.monotonic() - self._last_step > stall_limit_s:
+            return False
+        return not isinstance(self.transport, MqttTransport) or self.transport.running
+
+    def status_line(self) -> str:
+        """E.g. `adaptive, target 250 ms, p95 180 ms, policy v7, stages online 3/3`."""
+        with self._lock:
+            stages_online = {
+                report.stage_index
+                for device, report in self.telemetry.items()
+                if self.status.get(device) == "online"
+            }
+            mode, version = self.policy.mode, self.policy.version
+        p95, _, _ = self.observed()
+        observed = f"p95 {p95:.0f} ms" if p95 is not None else "p95 n/a"
+        line = (
+            f"{mode}, target {self.options.latency_target_ms:g} ms, {observed}, policy v{version}, "
+            f"stages online {len(stages_online)}/{self.num_stages}"
+        )
+        if isinstance(self.transport, MqttTransport) and not self.transport.connected:
+            line += ", broker unreachable (reconnecting)"
+        return line
 
     # -- Home Assistant discovery --------------------------------------------------------------
     def _announce_pipeline(self) -> None:

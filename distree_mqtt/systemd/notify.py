@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
+SEND_TIMEOUT_S = 1.0
+
 
 class SystemdNotifier:
     def __init__(self, socket_path: str | None, watchdog_interval_s: float | None = None) -> None:
@@ -48,6 +50,9 @@ class SystemdNotifier:
         message = "\n".join(line.replace("\n", " ") for line in assignments).encode("utf-8", "replace")
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                # A full receive queue blocks a datagram send; never hang a daemon (or its
+                # shutdown) on a notification.
+                sock.settimeout(SEND_TIMEOUT_S)
                 sock.connect(address)
                 sock.sendall(message)
             return True

@@ -147,6 +147,12 @@ class MqttTransport(Transport):
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def running(self) -> bool:
+        """Whether paho's network thread is alive (it keeps reconnecting while it is)."""
+        thread = self._client._thread
+        return thread is not None and thread.is_alive()
+
     # -- interface -------------------------------------------------------------------------
     def publish(
         self,
