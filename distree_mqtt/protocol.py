@@ -114,6 +114,11 @@ class Telemetry(BaseModel):
         0.0, ge=0, title="Worker busy time per request: decode, stage, encode, publish (what bounds capacity)"
     )
     batch_size_mean: float = Field(0.0, ge=0, title="Mean micro-batch size in the recent window")
+    batch_fixed_ms: float = Field(
+        0.0, ge=0, title="Batch cost model c(b) = fixed + per_request x b: the fixed part (ms)"
+    )
+    batch_per_request_ms: float = Field(0.0, ge=0, title="Batch cost model: the per-request part (ms)")
+    max_batch: int = Field(1, ge=1, title="Largest micro-batch this device runs")
     received: int = Field(ge=0, title="Stage inputs received since start")
     processed: int = Field(ge=0)
     exited: int = Field(ge=0, title="Requests answered at this stage since start")

@@ -76,6 +76,7 @@ class DeviceService:
 
     def __init__(self, settings: DistreeSettings, transport: Transport | None = None) -> None:
         self.settings = settings
+        self._compute_cost = (0.0, 0.0)  # calibrated in start()
         options = settings.device
         self.topics = Topics(settings.topic_prefix, settings.pipeline)
         self.device_id = options.device_id or default_device_id(options.stage_index)
@@ -113,6 +114,7 @@ class DeviceService:
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         options = self.settings.device
+        self._compute_cost = self._calibrate_compute_cost()
         stage_topic = self._stage_topic = (
             self.topics.stage_input_shared(options.stage_index, options.group)
             if options.shared_subscription
@@ -415,9 +417,30 @@ class DeviceService:
             batch_compute_p50_ms=round(self.batch_time.percentile(50), 3),
             service_p50_ms=round(self.service_time.percentile(50), 3),
             batch_size_mean=round(self.batch_size.mean(), 3),
+            **self._batch_cost(),
             policy_version=self.policy.version,
             **snapshot,
         )
+
+    def _batch_cost(self) -> dict[str, float | int]:
+        """c(b) = fixed + per_request x b: the stage's calibrated compute (times the slowdown),
+        plus the decode/encode/publish time per request measured in service."""
+        fixed, per_request = self._compute_cost
+        overhead = max(0.0, self.service_time.percentile(50) - self.compute_time.percentile(50))
+        return {
+            "batch_fixed_ms": round(fixed, 3),
+            "batch_per_request_ms": round(per_request + overhead, 3),
+            "max_batch": self.settings.device.max_batch,
+        }
+
+    def _calibrate_compute_cost(self) -> tuple[float, float]:
+        """Quiet stage time at batch 1 and at the largest batch, as a line (ms)."""
+        options = self.settings.device
+        single = self.runner.quiet_stage_ms(1)
+        largest = self.runner.quiet_stage_ms(options.max_batch) if options.max_batch > 1 else single
+        per_request = max(0.0, (largest - single) / max(1, options.max_batch - 1))
+        fixed = max(0.0, single - per_request)
+        return fixed * options.slowdown, per_request * options.slowdown
 
     def _telemetry_loop(self) -> None:
         interval = self.settings.device.telemetry_interval_s

@@ -1,12 +1,19 @@
 """Choose exit thresholds that meet a p95 latency target with the best expected accuracy.
 
 For every Pareto point of the bundle's threshold profile we know the share of requests that
-leaves at each exit. With the measured arrival rate and per-stage service times, each stage is
-a queue (M/M/m-like, approximated per replica as M/M/1 with the load split): a point whose
-load would saturate a stage is infeasible; otherwise we predict the p95 of the end-to-end
-latency mixture. The prediction is then corrected by the ratio of observed to predicted p95
-(smoothed), and the choice has hysteresis: moving to a slower, more accurate point needs
-headroom and a dwell time; moving to a cheaper point happens at once.
+leaves at each exit. With the measured arrival rate and each stage's cost, every stage is a
+queue; a point whose load would saturate a stage is infeasible; otherwise we predict the p95
+of the end-to-end latency mixture. The prediction is then corrected by the ratio of observed
+to predicted p95 (smoothed), and the choice has hysteresis: moving to a slower, more accurate
+point needs headroom and a dwell time; moving to a cheaper point happens at once.
+
+Devices batch whatever is queued, so a stage's cost per request falls as load rises. Where a
+device reports its batch cost (fixed + per-request part, up to its largest batch), a stage is
+modelled as a greedy batching server: below one request per batch time it is M/D/1-like;
+above, each batch carries the requests that arrived during the previous one, b = rate x c(b),
+and a request waits for the rest of the running batch plus its own. It saturates only when b
+approaches the largest batch. Measured at low load, the plain per-request cost would call
+most settings infeasible the moment load steps up.
 """
 
 from __future__ import annotations
@@ -24,6 +31,43 @@ class StageEstimate:
     service_ms: float  # per-request cost (batch compute / batch size), median over replicas
     batch_ms: float  # time one batch takes (what a request sees), median over replicas
     replicas: int
+    # Batch cost c(b) = fixed + per_request x b (worker busy time), where the devices report it.
+    batch_fixed_ms: float = 0.0
+    batch_per_request_ms: float = 0.0
+    max_batch: int = 1
+
+    @property
+    def batching_model(self) -> bool:
+        return self.batch_fixed_ms + self.batch_per_request_ms > 0
+
+
+# A stage whose batches would have to exceed this share of the largest batch cannot keep up.
+SATURATED_BATCH_SHARE = 0.9
+
+
+def stage_sojourn(rate_per_s: float, stage: StageEstimate) -> tuple[float, float] | None:
+    """(mean, variance) of the time a request spends at one replica (ms), None if saturated."""
+    if not stage.batching_model:
+        rho = rate_per_s * stage.service_ms / 1000.0
+        if rho >= 0.98:
+            return None
+        sojourn = stage.batch_ms + rho * stage.service_ms / (1 - rho)
+        return sojourn, sojourn**2
+    fixed, per_request = stage.batch_fixed_ms, stage.batch_per_request_ms
+    rate = rate_per_s / 1000.0  # per ms
+    single = fixed + per_request
+    busy = rate * single
+    if busy < 1:
+        # One request per batch: it finds the worker busy with probability `busy` and then
+        # waits for the rest of that batch (uniform), then its own.
+        return single * (1 + busy / 2), single**2 * (busy / 3 - busy**2 / 4)
+    if rate * per_request >= 1:
+        return None
+    batch = rate * fixed / (1 - rate * per_request)
+    if batch > SATURATED_BATCH_SHARE * stage.max_batch:
+        return None
+    cost = fixed + per_request * batch
+    return 1.5 * cost, cost**2 / 12
 
 
 @dataclass(frozen=True)
@@ -48,13 +92,16 @@ def predict(point: ProfilePoint, load: LoadEstimate) -> Prediction:
     utilisation: list[float] = []
     for k, stage in enumerate(load.stages):
         rate = load.arrival_rate * reach[k] / max(1, stage.replicas)
-        rho = rate * stage.service_ms / 1000.0
-        utilisation.append(rho)
-        if reach[k] > 0 and (rho >= 0.98 or stage.replicas == 0):
+        utilisation.append(rate * stage.service_ms / 1000.0)
+        if reach[k] <= 0:
+            means.append(0.0)
+            variances.append(0.0)
+            continue
+        sojourn = stage_sojourn(rate, stage) if stage.replicas > 0 else None
+        if sojourn is None:
             return Prediction(False, math.inf, utilisation)
-        sojourn = stage.batch_ms + (rho * stage.service_ms / (1 - rho) if rho < 1 else 0.0)
-        means.append(sojourn + load.hop_overhead_ms)
-        variances.append(sojourn**2)
+        means.append(sojourn[0] + load.hop_overhead_ms)
+        variances.append(sojourn[1])
     # Latency of the path ending at exit j: sum of stage sojourns; normal approximation.
     paths = []
     for j, share in enumerate(point.exit_rates):

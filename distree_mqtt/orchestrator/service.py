@@ -281,7 +281,16 @@ class OrchestratorService:
                     return None
                 service = statistics.median(t.service_p50_ms or t.compute_p50_ms for t in reports)
                 batch = statistics.median(t.batch_compute_p50_ms or t.compute_p50_ms for t in reports)
-                stages.append(StageEstimate(service_ms=service, batch_ms=batch, replicas=len(reports)))
+                stages.append(
+                    StageEstimate(
+                        service_ms=service,
+                        batch_ms=batch,
+                        replicas=len(reports),
+                        batch_fixed_ms=statistics.median(t.batch_fixed_ms for t in reports),
+                        batch_per_request_ms=statistics.median(t.batch_per_request_ms for t in reports),
+                        max_batch=min(t.max_batch for t in reports),
+                    )
+                )
             arrival = sum(
                 self.rates[d].rate for d, t in online.items() if t.stage_index == 0 and d in self.rates
             )

@@ -1,7 +1,15 @@
 from __future__ import annotations
 
+import pytest
+
 from distree_mqtt.bundle.manifest import ProfilePoint
-from distree_mqtt.orchestrator.controller import LoadEstimate, StageEstimate, ThresholdController, predict
+from distree_mqtt.orchestrator.controller import (
+    LoadEstimate,
+    StageEstimate,
+    ThresholdController,
+    predict,
+    stage_sojourn,
+)
 
 FRONT = [
     ProfilePoint(thresholds=[0.0, 0.0], exit_rates=[1.0, 0.0, 0.0], expected_macs=4, accuracy=0.95),
@@ -64,3 +72,37 @@ def test_observed_latency_corrects_the_model() -> None:
     before = controller.current
     controller.choose(_load(10), now=0)
     assert controller.current < before  # the slower reality makes it cheaper
+
+
+BATCHING = StageEstimate(
+    service_ms=10, batch_ms=10, replicas=1, batch_fixed_ms=8, batch_per_request_ms=2, max_batch=8
+)
+
+
+def test_batching_stage_keeps_up_beyond_one_request_per_batch_time() -> None:
+    single = BATCHING.batch_fixed_ms + BATCHING.batch_per_request_ms  # 10 ms: 100/s unbatched
+    light = stage_sojourn(20, BATCHING)
+    assert light is not None and single <= light[0] < 1.2 * single
+    # 200/s is twice what one request per batch allows: batches of 8*0.2/(1-0.4) = 2.67 carry it.
+    busy = stage_sojourn(200, BATCHING)
+    assert busy is not None
+    assert busy[0] == pytest.approx(1.5 * (8 + 2 * 8 * 0.2 / (1 - 0.4)))
+    # Capacity at the largest batch is 8 / (8 + 16) ms = 333/s; near it the stage saturates.
+    assert stage_sojourn(330, BATCHING) is None
+    assert stage_sojourn(600, BATCHING) is None
+
+
+def test_batching_model_is_continuous_where_batches_start_to_grow() -> None:
+    below = stage_sojourn(99.9, BATCHING)
+    above = stage_sojourn(100.1, BATCHING)
+    assert below is not None and above is not None
+    assert below[0] == pytest.approx(above[0], rel=0.01)
+    assert below[1] == pytest.approx(above[1], rel=0.05)
+
+
+def test_batching_costs_make_settings_feasible_that_per_request_costs_would_not() -> None:
+    plain = [StageEstimate(10, 10, 1)] * 3
+    batching = [BATCHING] * 3
+    heavy = 150.0
+    assert not predict(FRONT[3], LoadEstimate(heavy, plain)).feasible
+    assert predict(FRONT[3], LoadEstimate(heavy, batching)).feasible
