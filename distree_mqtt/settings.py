@@ -131,8 +131,13 @@ class BrokerSettings(BaseModel):
         if self.password_file is not None:
             return self.password_file.read_text().strip()
         credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-        if credentials and (Path(credentials) / "broker-password").is_file():
-            return (Path(credentials) / "broker-password").read_text().strip()
+        credential = Path(credentials) / "broker-password" if credentials else None
+        if credential is not None and credential.is_file():
+            # The installer leaves an empty credential file so LoadCredential= never fails;
+            # empty means "no password from systemd".
+            secret = credential.read_text().strip()
+            if secret:
+                return secret
         return unquote(from_url) if from_url else None
 
     @property

@@ -77,3 +77,5 @@ def test_passwords_come_from_the_url_a_file_or_a_credential_and_are_never_shown(
     (credentials / "broker-password").write_text("from-systemd")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     assert BrokerSettings(url="mqtt://gw@h").endpoint().password == "from-systemd"
+    (credentials / "broker-password").write_text("\n")  # the installer's empty placeholder
+    assert BrokerSettings(url="mqtt://gw:in-url@h").endpoint().password == "in-url"
