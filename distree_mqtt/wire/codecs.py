@@ -8,6 +8,7 @@ field it has not validated against the declared shape.
 from __future__ import annotations
 
 import io
+import math
 import zlib
 from abc import ABC, abstractmethod
 from typing import ClassVar
@@ -21,7 +22,12 @@ class CodecError(ValueError):
 
 
 def _element_count(shape: tuple[int, ...]) -> int:
-    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+    # Exact integer product of sizes of at least 1: numpy's int64 product wraps around for
+    # hostile shapes such as [2**32, 2**32], and a zero size hides any other, so an empty
+    # payload would look right for them and reshape would fail outside CodecError.
+    if any(size < 1 for size in shape):
+        raise CodecError(f"shape {list(shape)} has a size below 1")
+    return math.prod(shape)
 
 
 class FeatureCodec(ABC):
