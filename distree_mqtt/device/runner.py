@@ -142,6 +142,9 @@ class StageRunner:
             raise RejectedInput(
                 "timestamps are not plausible (deadline over a day ahead or created in the future)"
             )
+        if header.created_at < received_at - 24 * 3600:
+            # A clock decades off would put absurd latencies into every result it gets.
+            raise RejectedInput("timestamps are not plausible (created over a day ago)")
         if len(header.exit_probabilities) != self.stage_index or any(
             len(row) != len(self.manifest.input.class_names) for row in header.exit_probabilities
         ):
@@ -154,6 +157,8 @@ class StageRunner:
                     raise RejectedInput(
                         f"features of shape {header.tensor.shape} do not match stage input {self.entry.input_shape}"
                     )
+                if header.tensor.dtype != "float32":
+                    raise RejectedInput(f"features must be float32, not {header.tensor.dtype}")
                 tensor = torch.from_numpy(envelope.features(self.max_tensor_bytes))
         except (EnvelopeError, ImageError) as error:
             raise RejectedInput(str(error)) from None

@@ -43,6 +43,8 @@ _MODE: TypeAdapter[PolicyMode] = TypeAdapter(PolicyMode)
 
 
 def _finite(value: float) -> float | None:
+    # Telemetry is finite but unbounded: rates and utilisations derived from it can overflow,
+    # and one infinity would make the state unpublishable (JSON) on every control step.
     return value if math.isfinite(value) else None
 
 
@@ -183,6 +185,7 @@ class OrchestratorService:
         try:
             result = Result.model_validate_json(message.payload)
         except ValidationError:
+            self._report_error(message.topic, "invalid result")
             return
         with self._lock:
             self.answers.append((time.monotonic(), result.exit_stage if result.ok else None))
@@ -361,9 +364,9 @@ class OrchestratorService:
                 "correction": round(self.controller.correction, 4),
                 "profile_index": self.controller.current,
                 "expected_accuracy": point.accuracy,
-                "arrival_rate": load.arrival_rate if load else None,
+                "arrival_rate": _finite(load.arrival_rate) if load else None,
                 "predicted_p95_ms": _finite(predict(point, load).p95_ms) if load else None,
-                "utilisation": predict(point, load).utilisation if load else None,
+                "utilisation": [_finite(u) for u in predict(point, load).utilisation] if load else None,
                 "requests_per_second": round(requests_per_second, 3),
                 "exit_rates": exit_rates,
                 "last_result": self.last_result,
