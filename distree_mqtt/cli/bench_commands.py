@@ -41,6 +41,19 @@ def register(commands: Any) -> None:
     pipeline.add_argument("--quick", action="store_true", help="short levels and fewer requests (smoke run)")
     pipeline.set_defaults(handler=run_pipeline)
 
+    fuzz = kinds.add_parser(
+        "fuzz",
+        help="hostile input on every subscribed topic of live services (writes docs/reliability/fuzz.json)",
+        description="Start a private Mosquitto, three devices, the orchestrator and a camera; publish "
+        "Hypothesis-generated and random hostile inputs to every topic they subscribe to while a valid "
+        "client keeps sending requests; count inputs, rejections on `errors`, crashes and RSS per process.",
+    )
+    fuzz.add_argument("--size", choices=["short", "long"], default="long", help="inputs per case")
+    fuzz.add_argument("--seed", type=int, default=0)
+    fuzz.add_argument("--no-camera", dest="camera", action="store_false", help="leave the camera out")
+    fuzz.add_argument("--out", type=Path, default=Path("docs/reliability"))
+    fuzz.set_defaults(handler=run_fuzz)
+
     demo = commands.add_parser(
         "demo",
         help="run the distributed pipeline on this machine and print a summary",
@@ -101,6 +114,16 @@ def run_pipeline(args: argparse.Namespace) -> int:
     run_pipeline_bench(options)
     print((options.out / "report.md").read_text())
     return 0
+
+
+def run_fuzz(args: argparse.Namespace) -> int:
+    from distree_mqtt.bench.fuzz import fuzz_summary, run_fuzz_campaign, write_fuzz_report
+
+    report = run_fuzz_campaign(size=args.size, seed=args.seed, camera=args.camera)
+    path = write_fuzz_report(report, args.out)
+    print(fuzz_summary(report))
+    print(f"wrote {path}")
+    return 0 if report["crashes"] == 0 and not report["topic_violations"] else 1
 
 
 def run_demo(args: argparse.Namespace) -> int:
