@@ -54,6 +54,20 @@ def register(commands: Any) -> None:
     fuzz.add_argument("--out", type=Path, default=Path("docs/reliability"))
     fuzz.set_defaults(handler=run_fuzz)
 
+    soak = kinds.add_parser(
+        "soak",
+        help="find the highest rate held within the latency target, hold it, watch RSS and the ledger",
+        description="Probe Poisson rates with the adaptive orchestrator (doubling, then bisection), hold the "
+        "highest rate with p95 <= target and >= 95%% within it for --minutes, sample RSS of every process "
+        "and write docs/benchmarks/soak/report.{json,md}, rss.png and latency.png. Not run in CI.",
+    )
+    soak.add_argument("--minutes", type=float, default=10.0, help="how long to hold the rate")
+    soak.add_argument("--latency-target-ms", type=float, default=250.0)
+    soak.add_argument("--probe-seconds", type=float, default=12.0, help="duration of each probe level")
+    soak.add_argument("--window-s", type=float, default=30.0, help="latency percentiles per window")
+    soak.add_argument("--out", type=Path, default=REPORT_DIR / "soak")
+    soak.set_defaults(handler=run_soak)
+
     demo = commands.add_parser(
         "demo",
         help="run the distributed pipeline on this machine and print a summary",
@@ -124,6 +138,22 @@ def run_fuzz(args: argparse.Namespace) -> int:
     print(fuzz_summary(report))
     print(f"wrote {path}")
     return 0 if report["crashes"] == 0 and not report["topic_violations"] else 1
+
+
+def run_soak(args: argparse.Namespace) -> int:
+    from distree_mqtt.bench.soak import SoakOptions
+    from distree_mqtt.bench.soak import run_soak as soak
+
+    options = SoakOptions(
+        minutes=args.minutes,
+        latency_target_ms=args.latency_target_ms,
+        probe_seconds=args.probe_seconds,
+        window_s=args.window_s,
+        out=args.out,
+    )
+    report = soak(options)
+    print((options.out / "report.md").read_text())
+    return 0 if report["ledger"]["lost"] == 0 and not report["exited"] else 1
 
 
 def run_demo(args: argparse.Namespace) -> int:
