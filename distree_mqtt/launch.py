@@ -31,13 +31,13 @@ class Processes:
     def __init__(self) -> None:
         self.children: list[subprocess.Popen[bytes]] = []
 
-    def spawn(self, arguments: list[str], environment: dict[str, str]) -> None:
+    def spawn(self, arguments: list[str], environment: dict[str, str]) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "distree_mqtt.cli.main", *arguments]
-        self.children.append(
-            subprocess.Popen(
-                command, env={**os.environ, **environment}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-            )
+        child = subprocess.Popen(
+            command, env={**os.environ, **environment}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
+        self.children.append(child)
+        return child
 
     def check_alive(self) -> None:
         for child in self.children:

@@ -77,6 +77,23 @@ class Result(BaseModel):
         return self.outcome in ("result", "degraded")
 
 
+class Progress(BaseModel):
+    """A request moved on to `stage_reached` carrying this best prediction so far (on
+    progress/<source>); the client answers with it, degraded, if no later stage answers by
+    `settle_by`."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    request_id: str = Field(max_length=64)
+    label: int = Field(ge=0)
+    confidence: float = Field(ge=0, le=1)
+    exit_stage: int = Field(ge=0, le=64)
+    stage_reached: int = Field(ge=1, le=64)
+    deadline: float = Field(gt=0)
+    policy_version: int = Field(0, ge=0)
+    model_id: str | None = Field(None, max_length=128)
+
+
 class DeviceInfo(BaseModel):
     """Retained descriptor of a device: what it serves (cleared on a clean stop)."""
 
@@ -125,6 +142,9 @@ class Telemetry(BaseModel):
     forwarded: int = Field(ge=0)
     degraded: int = Field(ge=0)
     rejected: int = Field(ge=0)
+    expired: int = Field(
+        0, ge=0, title="Inputs dropped unanswered: past settle_by, the client had settled them already"
+    )
     errors: int = Field(ge=0)
     bytes_in: int = Field(ge=0)
     bytes_out: int = Field(ge=0)

@@ -222,6 +222,15 @@ class DeviceSettings(BaseModel):
     telemetry_interval_s: float = Field(
         1.0, gt=0, le=3600, title="Telemetry interval (s)", description="How often telemetry is published."
     )
+    session_expiry_s: int = Field(
+        300,
+        ge=0,
+        le=86_400,
+        title="Session expiry (s)",
+        description="How long the broker keeps this device's session (its subscription and the stage "
+        "inputs it took but had not finished) while it is away; a device restarted within this time "
+        "with the same device_id gets them redelivered. 0: a clean session on every connect.",
+    )
     max_message_bytes: int = Field(
         4 << 20,
         ge=1024,
@@ -315,6 +324,14 @@ class ClientSettings(BaseModel):
     )
     image_codec: Literal["png", "jpeg", "raw"] = Field(
         "png", title="Image codec", description="How images are sent to stage 0 (png is lossless)."
+    )
+    session_expiry_s: int = Field(
+        120,
+        ge=0,
+        le=86_400,
+        title="Session expiry (s)",
+        description="How long the broker keeps results for this client while it is disconnected "
+        "(a broker restart, a Wi-Fi drop); 0: a clean session on every connect.",
     )
 
 

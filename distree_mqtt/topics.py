@@ -57,6 +57,10 @@ class Topics:
     def all_results(self) -> str:
         return f"{self.root}/results/+"
 
+    def progress(self, source: str) -> str:
+        """A forwarding device's best prediction so far: the client's answer if no later stage does."""
+        return f"{self.root}/progress/{escape_level(source)}"
+
     @property
     def policy(self) -> str:
         return f"{self.root}/control/policy"

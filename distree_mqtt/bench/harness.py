@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import signal
+import subprocess
 import threading
 import time
 from concurrent.futures import Future
@@ -107,6 +109,11 @@ class RunningPipeline:
     pipeline: str
     processes: Processes
     state_trace: list[dict[str, Any]] = field(default_factory=list)
+    # Per component (`orchestrator`, `<pipeline>-dev<i>`): its command line and latest process,
+    # so fault scenarios can signal one and start it again as systemd would.
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
     _watcher: MqttTransport | None = None
     _admin: MqttTransport | None = None
 
@@ -124,17 +131,18 @@ class RunningPipeline:
             broker, protocol = start_broker("mosquitto")
         processes = Processes()
         common = ["--broker", broker.url, "--pipeline", pipeline]
-        expected = set()
         env = {"DISTREE_BROKER__PROTOCOL": protocol, **environment}
+        commands = {}
         if orchestrator_arguments is not None:
-            processes.spawn(["orchestrator", *common, *orchestrator_arguments], env)
-            expected.add("orchestrator")
+            commands["orchestrator"] = ["orchestrator", *common, *orchestrator_arguments]
         for index, arguments in enumerate(device_arguments):
             device_id = f"{pipeline}-dev{index}"
-            processes.spawn(["device", *common, "--device-id", device_id, *arguments], env)
-            expected.add(device_id)
-        wait_online(broker.url, protocol, pipeline, expected, processes)
-        running = cls(broker, protocol, pipeline, processes)
+            commands[device_id] = ["device", *common, "--device-id", device_id, *arguments]
+        children = {name: processes.spawn(command, env) for name, command in commands.items()}
+        wait_online(broker.url, protocol, pipeline, set(commands), processes)
+        running = cls(
+            broker, protocol, pipeline, processes, commands=commands, children=children, environment=env
+        )
         running._watch()
         time.sleep(1.5)  # one telemetry round: devices know their peers, the orchestrator the load
         return running
@@ -176,6 +184,18 @@ class RunningPipeline:
         return Pipeline(
             settings=self.settings(client={"source": source, "grace_ms": 3000, "image_codec": "raw"})
         )
+
+    def signal(self, component: str, signum: signal.Signals) -> None:
+        """Send a signal to one component's process (SIGKILL, SIGSTOP, SIGCONT, ...)."""
+        self.children[component].send_signal(signum)
+
+    def restart(self, component: str) -> None:
+        """Start a component again with its command line (after it died, as systemd's
+        Restart=on-failure would); returns without waiting for it to come online."""
+        old = self.children[component]
+        if old.poll() is None:
+            raise RuntimeError(f"{component} is still running (pid {old.pid})")
+        self.children[component] = self.processes.spawn(self.commands[component], self.environment)
 
     def stop(self, keep_broker: bool = False) -> None:
         for transport in (self._watcher, self._admin):

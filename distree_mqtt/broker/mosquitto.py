@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -51,6 +52,9 @@ class MosquittoBroker(BrokerProcess):
             "log_dest stderr",
             "log_type error",
             "log_type warning",
+            # Started as root, Mosquitto drops to the `mosquitto` user, which could not write
+            # the persistence file into our private directory; stay the user who started it.
+            "user root" if os.geteuid() == 0 else "",
             self.extra_config,
         ]
         path = self.workdir / "mosquitto.conf"

@@ -2,7 +2,12 @@
 
 Every request ends with exactly one outcome: a `Result` (full or early exit, possibly
 degraded), or a `RequestRejected` / `RequestTimeout` error. Results are matched by request id;
-a second answer for the same id is counted and ignored.
+a second answer for the same id is counted and ignored. `Pipeline.ledger` counts them all.
+
+At deadline + grace without an answer, the best prediction a device reported on the
+progress topic when it forwarded the request becomes the answer (degraded: a later stage did
+not answer); without one the request is lost (RequestTimeout). The request carries that
+moment as `settle_by`, so devices drop it afterwards instead of answering a second time.
 """
 
 from __future__ import annotations
@@ -14,14 +19,15 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydantic import ValidationError
 
 from distree_mqtt.bundle import Manifest, load_manifest
-from distree_mqtt.protocol import Result
-from distree_mqtt.recent_ids import RecentIds
+from distree_mqtt.client.ledger import Ledger
+from distree_mqtt.protocol import Progress, Result
 from distree_mqtt.reference import reference_bundle
 from distree_mqtt.settings import DistreeSettings, load_settings
 from distree_mqtt.topics import Topics, escape_level
@@ -31,9 +37,22 @@ from distree_mqtt.wire.images import encode_image, image_codec_of, image_dimensi
 
 
 class RequestTimeout(TimeoutError):
-    def __init__(self, request_id: str, waited_ms: float) -> None:
-        super().__init__(f"request {request_id} got no answer within {waited_ms:.0f} ms")
+    def __init__(self, request_id: str, waited_ms: float, result: Result | None = None) -> None:
+        if result is None:
+            super().__init__(f"request {request_id} got no answer within {waited_ms:.0f} ms")
+        else:
+            super().__init__(f"request {request_id} timed out in the pipeline: {result.reason}")
         self.request_id = request_id
+        self.result = result  # the pipeline's `timeout` outcome, None when nothing came back
+
+
+@dataclass
+class _PendingRequest:
+    future: Future[Result]
+    created_at: float
+    settle_by: float
+    envelope: bytes  # kept to send again after a reconnect (see _resend_unseen)
+    progress: Progress | None = None  # the latest best-so-far a forwarding device reported
 
 
 class RequestRejected(RuntimeError):
@@ -80,6 +99,12 @@ class DeadlineQueue:
 class Pipeline:
     """A client of one pipeline. Use as a context manager, or call close()."""
 
+    # After a reconnect, requests no device has reported on are sent again this many seconds
+    # later: Mosquitto does not keep shared subscriptions across its restart, so stage-0 inputs
+    # published before the devices re-subscribed reached nobody. Devices drop a request id they
+    # have already handled, so a copy that did arrive is not run twice.
+    RESEND_AFTER_RECONNECT_S = (1.0, 3.0)
+
     def __init__(
         self,
         broker_url: str | None = None,
@@ -93,17 +118,25 @@ class Pipeline:
         self.topics = Topics(self.settings.topic_prefix, self.settings.pipeline)
         self.manifest: Manifest = load_manifest(bundle or reference_bundle("mnist"))
         self.source = self.settings.client.source
-        self._pending: dict[str, Future[Result]] = {}
+        self._pending: dict[str, _PendingRequest] = {}
         self._deadlines = DeadlineQueue(self._expire)
-        self._answered = RecentIds()
+        self.ledger = Ledger()
         self._lock = threading.Lock()
         self._counter = itertools.count()
-        self.duplicates = 0
         self.invalid_results = 0  # payloads on our results topic that are not a Result
+        # A persistent session: results published while the broker restarts or this client
+        # reconnects are kept for it and delivered on its return.
         self.transport = transport or MqttTransport(
-            self.settings.broker, client_id=f"{self.source}-{uuid.uuid4().hex[:8]}"
+            self.settings.broker,
+            client_id=f"{escape_level(self.source)[:40]}-{uuid.uuid4().hex[:8]}",
+            persistent_session=self.settings.client.session_expiry_s > 0,
+            session_expiry_s=self.settings.client.session_expiry_s,
+            on_connected=self._on_connected,
         )
+        self._connections = 0
+        self.resent = 0
         self.transport.subscribe(self.topics.results(self.source), self._on_result)
+        self.transport.subscribe(self.topics.progress(self.source), self._on_progress)
         if isinstance(self.transport, MqttTransport):
             self.transport.start()
 
@@ -113,14 +146,39 @@ class Pipeline:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _on_connected(self, _: Message) -> None:
+        self._connections += 1
+        if self._connections == 1:
+            return
+        for delay_s in self.RESEND_AFTER_RECONNECT_S:
+            timer = threading.Timer(delay_s, self._resend_unseen)
+            timer.daemon = True
+            timer.start()
+
+    def _resend_unseen(self) -> None:
+        now = time.time()
+        with self._lock:
+            unseen = [entry for entry in self._pending.values() if entry.progress is None]
+        for entry in unseen:
+            if entry.settle_by - now > 0.5:
+                self.resent += 1
+                self.transport.publish(
+                    self.topics.stage_input(0), entry.envelope, expiry_s=entry.settle_by - now
+                )
+
+    @property
+    def duplicates(self) -> int:
+        """Outcomes after a request's first (QoS 1 redeliveries, late answers)."""
+        return self.ledger.duplicates
+
     def close(self) -> None:
         with self._lock:
             pending = list(self._pending.items())
             self._pending.clear()
         self._deadlines.stop()
-        for request_id, future in pending:
-            if not future.done():
-                future.set_exception(RequestTimeout(request_id, 0))
+        for request_id, entry in pending:
+            if not entry.future.done():
+                entry.future.set_exception(RequestTimeout(request_id, 0))
         self.transport.stop()
 
     # -- requests --------------------------------------------------------------------------
@@ -147,6 +205,7 @@ class Pipeline:
             stage_index=0,
             created_at=now,
             deadline=now + deadline_ms / 1000.0,
+            settle_by=now + (deadline_ms + self.settings.client.grace_ms) / 1000.0,
             reply_to=reply_to,
             tensor=TensorInfo(
                 kind="image", codec=codec, dtype="uint8", shape=shape, payload_bytes=0, crc32=0
@@ -154,12 +213,13 @@ class Pipeline:
         )
         future: Future[Result] = Future()
         waited = deadline_ms + self.settings.client.grace_ms
+        envelope = encode_envelope(header, payload)
         with self._lock:
-            self._pending[request_id] = future
+            self._pending[request_id] = _PendingRequest(future, now, now + waited / 1000.0, envelope)
+        self.ledger.sent(request_id, now)
         self._deadlines.add(time.monotonic() + waited / 1000.0, request_id, waited)
-        self.transport.publish(
-            self.topics.stage_input(0), encode_envelope(header, payload), expiry_s=deadline_ms / 1000.0
-        )
+        # Stage 0 may still answer (degraded, or timeout when overloaded) until settle_by.
+        self.transport.publish(self.topics.stage_input(0), envelope, expiry_s=waited / 1000.0)
         return future
 
     def infer(self, image: np.ndarray | bytes | str | Path, deadline_ms: float | None = None) -> Result:
@@ -187,21 +247,59 @@ class Pipeline:
             return
         with self._lock:
             entry = self._pending.pop(result.request_id, None)
-            if entry is None:
-                if not self._answered.add(result.request_id):
-                    self.duplicates += 1
-                return
-            self._answered.add(result.request_id)
-        future = entry
+        self.ledger.settle(result.request_id, result.outcome, time.time(), result.latency_ms)
+        if entry is None:
+            return  # a second outcome (counted by the ledger) or another client's request
         if result.outcome == "rejected":
-            future.set_exception(RequestRejected(result))
+            entry.future.set_exception(RequestRejected(result))
+        elif result.outcome == "timeout":
+            entry.future.set_exception(RequestTimeout(result.request_id, result.latency_ms or 0.0, result))
         else:
-            future.set_result(result)
+            entry.future.set_result(result)
+
+    def _on_progress(self, message: Message) -> None:
+        try:
+            progress = Progress.model_validate_json(message.payload)
+        except ValidationError:
+            self.invalid_results += 1
+            return
+        with self._lock:
+            entry = self._pending.get(progress.request_id)
+            if entry is not None and (
+                entry.progress is None or progress.stage_reached > entry.progress.stage_reached
+            ):
+                entry.progress = progress
 
     def _expire(self, request_id: str, waited_ms: float) -> None:
         with self._lock:
             entry = self._pending.pop(request_id, None)
-            if entry is not None:
-                self._answered.add(request_id)
-        if entry is not None:
-            entry.set_exception(RequestTimeout(request_id, waited_ms))
+        if entry is None:
+            return
+        now = time.time()
+        progress = entry.progress
+        if progress is None:
+            self.ledger.lose(request_id, now)
+            entry.future.set_exception(RequestTimeout(request_id, waited_ms))
+            return
+        # The pipeline's own prediction from the last stage that answered, not an invented one.
+        result = Result(
+            request_id=request_id,
+            source=self.source,
+            outcome="degraded",
+            label=progress.label,
+            class_name=self._class_name(progress.label),
+            confidence=progress.confidence,
+            exit_stage=progress.exit_stage,
+            degraded=True,
+            reason=f"stage {progress.stage_reached} did not answer",
+            latency_ms=round((now - entry.created_at) * 1000.0, 3),
+            policy_version=progress.policy_version,
+            model_id=progress.model_id,
+            completed_at=now,
+        )
+        self.ledger.settle(request_id, "degraded", now, result.latency_ms)
+        entry.future.set_result(result)
+
+    def _class_name(self, label: int) -> str | None:
+        names = self.manifest.input.class_names
+        return names[label] if 0 <= label < len(names) else None

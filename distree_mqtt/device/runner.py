@@ -19,7 +19,7 @@ from torch import nn
 from distree_mqtt.bundle import Manifest, load_manifest, load_stage
 from distree_mqtt.model.criteria import ExitObservation, get_criterion
 from distree_mqtt.model.multi_exit import ExitOutput
-from distree_mqtt.protocol import HopReport, Policy, Result
+from distree_mqtt.protocol import HopReport, Policy, Progress, Result
 from distree_mqtt.wire import (
     Envelope,
     EnvelopeError,
@@ -54,7 +54,32 @@ class Decision:
     work: Work
     result: Result | None = None
     message: bytes | None = None  # the next stage's envelope when forwarding
+    progress: Progress | None = None  # for the client when forwarding a request it will settle
     hops: list[Hop] = field(default_factory=list)
+
+
+def settled_by_client(header: EnvelopeHeader, now: float) -> bool:
+    """Whether the client has (about) settled this request on its own: an answer now would
+    reach it after its verdict and count twice. A quarter of the grace (at most 1 s) covers
+    the result's way to the client."""
+    if header.settle_by is None:
+        return False
+    margin = min(1.0, 0.25 * (header.settle_by - header.deadline))
+    return now >= header.settle_by - margin
+
+
+def progress_of(header: EnvelopeHeader, best: Prediction, policy: Policy, model_id: str) -> Progress:
+    """What the client may answer with if the stage this request goes to never does."""
+    return Progress(
+        request_id=header.request_id,
+        label=best.label,
+        confidence=best.confidence,
+        exit_stage=best.exit_stage,
+        stage_reached=header.stage_index + 1,
+        deadline=header.deadline,
+        policy_version=policy.version,
+        model_id=model_id,
+    )
 
 
 @torch.no_grad()
@@ -138,9 +163,14 @@ class StageRunner:
             raise RejectedInput(
                 f"envelope is for stage {header.stage_index}, this device runs stage {self.stage_index}"
             )
-        if header.deadline > header.created_at + 24 * 3600 or header.created_at > received_at + 300:
+        settle_by = header.settle_by or header.deadline
+        if (
+            header.deadline > header.created_at + 24 * 3600
+            or settle_by > header.created_at + 24 * 3600
+            or header.created_at > received_at + 300
+        ):
             raise RejectedInput(
-                "timestamps are not plausible (deadline over a day ahead or created in the future)"
+                "timestamps are not plausible (deadline or settle_by over a day ahead, or created in the future)"
             )
         if header.created_at < received_at - 24 * 3600:
             # A clock decades off would put absurd latencies into every result it gets.
@@ -170,6 +200,24 @@ class StageRunner:
             raise RejectedInput("stage 0 takes images: kind 'image', codec jpeg, png or raw, dtype uint8")
         image = decode_image(envelope.payload, info.codec, info.shape)
         return preprocess(image, self.manifest.input)
+
+    def late_answer(self, work: Work, policy: Policy, now: float) -> Result:
+        """A request that waited past its deadline: answered at once, without the stage, with the
+        best prediction it carries (degraded) or, before any exit ran, as a timeout."""
+        header = work.envelope.header
+        reason = f"deadline passed before stage {self.stage_index} ran"
+        if header.best is not None:
+            return self._result(header, header.best, list(header.hops), reason, policy, now)
+        return Result(
+            request_id=header.request_id,
+            source=header.source,
+            outcome="timeout",
+            reason=reason,
+            latency_ms=round((now - header.created_at) * 1000.0, 3),
+            policy_version=policy.version,
+            model_id=self.manifest.model_id,
+            completed_at=now,
+        )
 
     @torch.no_grad()
     def run(
@@ -244,7 +292,12 @@ class StageRunner:
                 result = self._result(header, best, hops, f"cannot-forward: {error}"[:200], policy, now)
                 decisions.append(Decision("exit", work, result=result, hops=hops))
                 continue
-            decisions.append(Decision("forward", work, message=message, hops=hops))
+            progress = (
+                progress_of(header, best, policy, self.manifest.model_id)
+                if header.settle_by is not None
+                else None
+            )
+            decisions.append(Decision("forward", work, message=message, hops=hops, progress=progress))
         return decisions, compute_ms
 
     def _forward_message(

@@ -2,6 +2,9 @@
 
 The MQTT network thread only parks messages in a bounded queue (or rejects them when it is
 full); a worker thread validates, batches and runs the stage, and publishes what comes out.
+A stage input is acknowledged to the broker only once its answer (result, forward, rejection)
+is with the broker, and the session persists, so a device killed mid-batch and restarted
+with the same id gets that work redelivered (docs/protocol.md, "Terminal outcomes").
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 from pydantic import ValidationError
 
 from distree_mqtt.device.peers import PeerDirectory
-from distree_mqtt.device.runner import Decision, RejectedInput, StageRunner, Work
+from distree_mqtt.device.runner import Decision, RejectedInput, StageRunner, Work, settled_by_client
 from distree_mqtt.device.stats import DeviceCounters, RollingSamples
 from distree_mqtt.model.criteria import get_criterion
 from distree_mqtt.policy_defaults import default_policy
@@ -41,6 +44,7 @@ class _Incoming:
     payload: bytes
     topic: str
     received_at: float
+    ack_id: tuple[int, int] | None = None
 
 
 def default_device_id(stage_index: int) -> str:
@@ -100,12 +104,23 @@ class DeviceService:
         self._threads: list[threading.Thread] = []
         self._worker_heartbeat = time.monotonic()
         self._status_mark = (time.monotonic(), 0)
+        self._stage_topic = (
+            self.topics.stage_input_shared(options.stage_index, options.group)
+            if options.shared_subscription
+            else self.topics.stage_input(options.stage_index)
+        )
         self.transport = transport or MqttTransport(
             settings.broker,
             client_id=self.device_id,
             will=LastWill(self.topics.status(self.device_id), "offline"),
             on_connected=self._on_connected,
-            receive_maximum=options.queue_capacity,
+            persistent_session=options.session_expiry_s > 0,
+            session_expiry_s=options.session_expiry_s,
+            deferred_ack=(self._stage_topic,),
+            # Unacknowledged inputs are the queue plus the batch in the stage; headroom beyond
+            # that reaches the device and is rejected at once when the queue is full, so an
+            # overload becomes explicit answers rather than a backlog at the broker.
+            receive_maximum=2 * options.queue_capacity + options.max_batch,
             # Up to twice the limit still arrives and gets a counted rejection; beyond that the
             # broker drops it before it costs this device memory.
             maximum_packet_bytes=2 * options.max_message_bytes + 65536,
@@ -115,11 +130,7 @@ class DeviceService:
     def start(self) -> None:
         options = self.settings.device
         self._compute_cost = self._calibrate_compute_cost()
-        stage_topic = self._stage_topic = (
-            self.topics.stage_input_shared(options.stage_index, options.group)
-            if options.shared_subscription
-            else self.topics.stage_input(options.stage_index)
-        )
+        stage_topic = self._stage_topic
         self.transport.subscribe(self.topics.policy, self._on_policy)
         self.transport.subscribe(self.topics.all_status, self._on_status)
         self.transport.subscribe(self.topics.all_device_info, self._on_device_info)
@@ -152,7 +163,7 @@ class DeviceService:
                 left = self.work.get_nowait()
             except queue.Empty:
                 break
-            self._reject(left.topic, left.payload, "device stopping")
+            self._reject(left.topic, left.payload, "device stopping", left.ack_id)
         self.transport.publish(self.topics.status(self.device_id), "stopped", retain=True)
         self.transport.publish(self.topics.device_info(self.device_id), b"", retain=True)
         if isinstance(self.transport, MqttTransport):
@@ -204,15 +215,18 @@ class DeviceService:
         self.counters.add(received=1, bytes_in=len(message.payload))
         if len(message.payload) > self.settings.device.max_message_bytes:
             self._reject(
-                message.topic, message.payload, f"message over {self.settings.device.max_message_bytes} bytes"
+                message.topic,
+                message.payload,
+                f"message over {self.settings.device.max_message_bytes} bytes",
+                message.ack_id,
             )
             return
         try:
             self.work.put_nowait(
-                _Incoming(message.payload, message.topic, message.received_at or time.time())
+                _Incoming(message.payload, message.topic, message.received_at or time.time(), message.ack_id)
             )
         except queue.Full:
-            self._reject(message.topic, message.payload, "overloaded: stage queue full")
+            self._reject(message.topic, message.payload, "overloaded: stage queue full", message.ack_id)
 
     def _on_policy(self, message: Message) -> None:
         try:
@@ -285,7 +299,7 @@ class DeviceService:
 
     def _reject_safely(self, incoming: _Incoming, reason: str) -> None:
         try:
-            self._reject(incoming.topic, incoming.payload, reason)
+            self._reject(incoming.topic, incoming.payload, reason, incoming.ack_id)
         except Exception:  # the rejection itself must never take the worker down
             log.exception("could not publish a rejection")
 
@@ -305,6 +319,20 @@ class DeviceService:
             if not self.recent.add(f"{header.source}\x00{header.request_id}"):
                 unanswered.pop(id(incoming))  # already answered once: QoS 1 redelivery
                 self.counters.add(duplicates=1)
+                self.transport.ack(incoming.ack_id)
+                continue
+            if settled_by_client(header, started):
+                # Redelivered after a restart or a freeze: the client has settled it already
+                # (from a progress message, or as lost), so an answer now would be its second.
+                unanswered.pop(id(incoming))
+                self.counters.add(expired=1)
+                self.transport.ack(incoming.ack_id)
+                continue
+            if self._answer_late(header.deadline, header.best is not None, started):
+                unanswered.pop(id(incoming))  # too late to run the stage: answer with what it has
+                result = self.runner.late_answer(work, self.policy, started)
+                self.counters.add(exited=1, degraded=int(result.degraded))
+                self.publish_result(result, header.reply_to, incoming.ack_id)
                 continue
             work.queue_ms = max(0.0, (started - incoming.received_at) * 1000.0)
             self.queue_delay.add(work.queue_ms)
@@ -324,29 +352,53 @@ class DeviceService:
         for decision, (_, incoming) in zip(decisions, accepted, strict=True):
             unanswered.pop(id(incoming))
             try:
-                self._publish_decision(decision)
+                self._publish_decision(decision, incoming.ack_id)
             except Exception as error:
                 log.exception("could not publish a decision")
                 self._reject_safely(incoming, f"internal error: {type(error).__name__}")
         self.counters.add(processed=len(accepted))
 
-    def _publish_decision(self, decision: Decision) -> None:
+    def _answer_late(self, deadline: float, has_prediction: bool, now: float) -> bool:
+        """Past its deadline, a request is answered without running the stage when it carries a
+        prediction (degraded), or, with none yet, when this device is overloaded (queue half
+        full: a `timeout` sheds the late work). Otherwise the stage runs and exits at once."""
+        if now < deadline or self.policy.mode == "no-exit":
+            return False
+        return has_prediction or self.work.qsize() >= self.settings.device.queue_capacity // 2
+
+    def _publish_decision(self, decision: Decision, ack_id: tuple[int, int] | None = None) -> None:
+        """Publish what the stage decided; the input is acknowledged once the broker has it."""
         header = decision.work.envelope.header
         if decision.kind == "forward":
             assert decision.message is not None
-            expiry = max(0.0, header.deadline - time.time())
-            self.transport.publish(
-                self.topics.stage_input(self.runner.stage_index + 1), decision.message, expiry_s=expiry
+            if decision.progress is not None:
+                self.transport.publish(
+                    self.topics.progress(header.source), decision.progress.model_dump_json(exclude_none=True)
+                )
+            # The next stage may take it until the client settles the request (MQTT 5 expiry);
+            # past the deadline it answers at once with the best prediction it carries.
+            expiry = max(0.0, (header.settle_by or header.deadline) - time.time())
+            self.transport.publish_then(
+                self.topics.stage_input(self.runner.stage_index + 1),
+                decision.message,
+                lambda: self.transport.ack(ack_id),
+                expiry_s=expiry,
             )
             self.counters.add(forwarded=1, bytes_out=len(decision.message))
             return
         assert decision.result is not None
-        self.publish_result(decision.result, header.reply_to)
+        self.publish_result(decision.result, header.reply_to, ack_id)
         self.counters.add(exited=1, degraded=int(decision.result.degraded))
 
-    def publish_result(self, result: Result, reply_to: str | None = None) -> None:
+    def publish_result(
+        self, result: Result, reply_to: str | None = None, ack_id: tuple[int, int] | None = None
+    ) -> None:
+        """Publish a result; the stage input it answers (`ack_id`) is acknowledged once the
+        broker has the result."""
         payload = result.model_dump_json(exclude_none=True)
-        self.transport.publish(self.topics.results(result.source), payload)
+        self.transport.publish_then(
+            self.topics.results(result.source), payload, lambda: self.transport.ack(ack_id)
+        )
         if reply_to:
             # Only inside this pipeline's reply namespace: a request must not steer results
             # onto control or stage topics.
@@ -358,19 +410,25 @@ class DeviceService:
                 )
 
     # -- rejections and telemetry ----------------------------------------------------------
-    def _reject(self, topic: str, payload: bytes, reason: str) -> None:
+    def _reject(self, topic: str, payload: bytes, reason: str, ack_id: tuple[int, int] | None = None) -> None:
         self.counters.add(rejected=1)
         request_id, source = peek_request(payload)
         self._report_error(topic, reason, request_id, source)
-        if request_id is not None and source is not None:
-            rejection = Result(
-                request_id=request_id,
-                source=source,
-                outcome="rejected",
-                reason=reason,
-                completed_at=time.time(),
-            )
-            self.transport.publish(self.topics.results(source), rejection.model_dump_json(exclude_none=True))
+        if request_id is None or source is None:
+            self.transport.ack(ack_id)  # nobody to answer: the errors topic has it
+            return
+        rejection = Result(
+            request_id=request_id,
+            source=source,
+            outcome="rejected",
+            reason=reason,
+            completed_at=time.time(),
+        )
+        self.transport.publish_then(
+            self.topics.results(source),
+            rejection.model_dump_json(exclude_none=True),
+            lambda: self.transport.ack(ack_id),
+        )
 
     def _report_error(
         self, topic: str, reason: str, request_id: str | None = None, source: str | None = None
@@ -398,6 +456,7 @@ class DeviceService:
                     "forwarded",
                     "degraded",
                     "rejected",
+                    "expired",
                     "errors",
                     "bytes_in",
                     "bytes_out",

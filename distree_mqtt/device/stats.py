@@ -44,6 +44,7 @@ class DeviceCounters:
     degraded: int = 0
     rejected: int = 0
     duplicates: int = 0
+    expired: int = 0
     errors: int = 0
     bytes_in: int = 0
     bytes_out: int = 0

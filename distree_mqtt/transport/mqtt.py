@@ -2,6 +2,12 @@
 
 Subscriptions are remembered and renewed on every (re)connect, so a broker restart is
 invisible to the runtimes apart from the gap. Works with MQTT 5 and 3.1.1 brokers.
+
+QoS 1 publishes made while the broker is away wait in paho's outbox (at most
+MAX_QUEUED_MESSAGES, then they fail and are counted) and leave after the reconnect. With a
+persistent session the broker also keeps what it owes this client. Subscriptions named in
+`deferred_ack` are acknowledged only when the runtime calls ack(), so work a process took but
+never finished is redelivered when it comes back with the same client id.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as paho
@@ -50,6 +57,8 @@ def _filter_for_matching(topic_filter: str) -> str:
 
 
 class MqttTransport(Transport):
+    MAX_QUEUED_MESSAGES = 10_000
+
     def __init__(
         self,
         settings: BrokerSettings,
@@ -59,6 +68,8 @@ class MqttTransport(Transport):
         persistent_session: bool = False,
         receive_maximum: int | None = None,
         maximum_packet_bytes: int | None = None,
+        session_expiry_s: int = 3600,
+        deferred_ack: tuple[str, ...] = (),
     ) -> None:
         self._settings = settings
         self._endpoint = settings.endpoint()
@@ -68,8 +79,14 @@ class MqttTransport(Transport):
             client_id=client_id,
             protocol=paho.MQTTv5 if self.is_v5 else paho.MQTTv311,
             clean_session=None if self.is_v5 else not persistent_session,
+            manual_ack=bool(deferred_ack),
         )
         self._persistent = persistent_session
+        self._session_expiry_s = session_expiry_s
+        self._deferred_ack = tuple(_filter_for_matching(topic_filter) for topic_filter in deferred_ack)
+        # publish_then(): callbacks waiting for the broker's PUBACK, by message id.
+        self._confirmations: dict[int, Callable[[], None]] = {}
+        self._confirm_lock = threading.Lock()
         # MQTT 5: the broker keeps at most this many QoS 1 messages in flight to us (backpressure).
         self._receive_maximum = receive_maximum
         # MQTT 5: the broker drops larger packets instead of making us read them into memory.
@@ -85,8 +102,9 @@ class MqttTransport(Transport):
             self._client.tls_set_context(context)
         if will is not None:
             self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
-        self._client.max_queued_messages_set(10_000)
+        # Quick first retries (a broker restart takes about a second), then backing off.
+        self._client.reconnect_delay_set(min_delay=0.25, max_delay=8)  # type: ignore[arg-type]
+        self._client.max_queued_messages_set(self.MAX_QUEUED_MESSAGES)
         self._subscriptions: dict[str, tuple[int, MessageHandler]] = {}
         self._lock = threading.Lock()
         self._connected = threading.Event()
@@ -94,8 +112,10 @@ class MqttTransport(Transport):
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
+        self._client.on_publish = self._handle_published
         self.connect_count = 0
         self.failed_publishes = 0
+        self.queued_while_offline = 0  # QoS 1 publishes held for the reconnect
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, wait_s: float = 10.0) -> None:
@@ -112,7 +132,7 @@ class MqttTransport(Transport):
             if self.is_v5 and (self._persistent or self._receive_maximum or self._maximum_packet_bytes):
                 properties = Properties(PacketTypes.CONNECT)
                 if self._persistent:
-                    properties.SessionExpiryInterval = 3600
+                    properties.SessionExpiryInterval = self._session_expiry_s
                 if self._receive_maximum:
                     properties.ReceiveMaximum = min(65535, max(1, self._receive_maximum))
                 if self._maximum_packet_bytes:
@@ -140,7 +160,12 @@ class MqttTransport(Transport):
             )
 
     def stop(self) -> None:
-        self._client.disconnect()
+        """Disconnect cleanly; a persistent session ends with it (nothing is owed any more)."""
+        properties = None
+        if self.is_v5 and self._persistent:
+            properties = Properties(PacketTypes.DISCONNECT)
+            properties.SessionExpiryInterval = 0
+        self._client.disconnect(properties=properties)
         self._client.loop_stop()
 
     @property
@@ -162,14 +187,56 @@ class MqttTransport(Transport):
         retain: bool = False,
         expiry_s: float | None = None,
     ) -> None:
+        self._publish(topic, payload, qos, retain, expiry_s)
+
+    def _publish(
+        self, topic: str, payload: bytes | str, qos: int, retain: bool, expiry_s: float | None
+    ) -> paho.MQTTMessageInfo | None:
+        """paho's handle of the message, or None when it was dropped (counted and logged)."""
         properties = None
         if self.is_v5 and expiry_s is not None:
             properties = Properties(PacketTypes.PUBLISH)
             properties.MessageExpiryInterval = max(1, int(expiry_s + 0.999))
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        if info.rc == paho.MQTT_ERR_NO_CONN and qos > 0:
+            self.queued_while_offline += 1  # paho sends it after the reconnect
+            return info
         if info.rc != paho.MQTT_ERR_SUCCESS:
             self.failed_publishes += 1
             log.warning("publish to %s failed (%s)", topic, paho.error_string(info.rc))
+            return None
+        return info
+
+    def publish_then(
+        self,
+        topic: str,
+        payload: bytes | str,
+        then: Callable[[], None],
+        qos: int = 1,
+        expiry_s: float | None = None,
+    ) -> None:
+        """Publish; call `then` (on the network thread) when the broker has acknowledged it."""
+        info = self._publish(topic, payload, qos, False, expiry_s)
+        if info is None or qos == 0:
+            then()
+            return
+        # Whoever takes the entry calls `then`: here if the PUBACK came before this line (paho
+        # marks the message published before its callback runs), else the callback.
+        with self._confirm_lock:
+            self._confirmations[info.mid] = then
+            # (is_published() raises for a message queued while offline; the flag is what it reads)
+            ready = self._confirmations.pop(info.mid) if info._published else None
+        if ready is not None:
+            ready()
+
+    def ack(self, ack_id: tuple[int, int] | None) -> None:
+        """Acknowledge a deferred delivery; one from before a reconnect is skipped, because the
+        broker redelivers it on the new connection (and its message id may be reused)."""
+        if ack_id is None:
+            return
+        connection, mid = ack_id
+        if connection == self.connect_count:
+            self._client.ack(mid, 1)
 
     def publish_and_wait(
         self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False, timeout_s: float = 5.0
@@ -208,12 +275,27 @@ class MqttTransport(Transport):
         if reason_code.value != 0:
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
+    def _handle_published(self, client, userdata, mid, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        with self._confirm_lock:
+            then = self._confirmations.pop(mid, None)
+        if then is not None:
+            try:
+                then()
+            except Exception:
+                log.exception("publish confirmation handler failed")
+
     def _handle_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
+        deferred = (
+            message.qos > 0
+            and bool(self._deferred_ack)
+            and any(paho.topic_matches_sub(f, message.topic) for f in self._deferred_ack)
+        )
         received = Message(
             topic=message.topic,
             payload=bytes(message.payload),
             retain=bool(message.retain),
             received_at=time.time(),
+            ack_id=(self.connect_count, message.mid) if deferred else None,
         )
         with self._lock:
             handlers = [
@@ -226,3 +308,5 @@ class MqttTransport(Transport):
                 handler(received)
             except Exception:  # a handler bug must never kill the network thread
                 log.exception("handler for %s failed", message.topic)
+        if self._deferred_ack and not deferred and message.qos > 0:
+            client.ack(message.mid, message.qos)

@@ -81,6 +81,12 @@ class EnvelopeHeader(BaseModel):
     stage_index: int = Field(ge=0, le=64, title="The stage this envelope is input for")
     created_at: float = Field(gt=0, title="Unix time the request was created (seconds)")
     deadline: float = Field(gt=0, title="Unix time by which an answer is wanted (seconds)")
+    settle_by: float | None = Field(
+        None,
+        gt=0,
+        title="Unix time (deadline + the client's grace) after which the client has settled the "
+        "request without us: devices drop it then instead of answering twice",
+    )
     policy_version: int = Field(0, ge=0)
     hops: list[Hop] = Field(default_factory=list, max_length=MAX_HOPS)
     best: Prediction | None = None
@@ -151,4 +157,6 @@ def decode_envelope(message: bytes, max_message_bytes: int) -> Envelope:
         raise EnvelopeError("payload checksum mismatch")
     if header.deadline < header.created_at:
         raise EnvelopeError("deadline is before the creation time")
+    if header.settle_by is not None and header.settle_by < header.deadline:
+        raise EnvelopeError("settle_by is before the deadline")
     return Envelope(header, payload)
