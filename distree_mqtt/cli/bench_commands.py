@@ -54,6 +54,31 @@ def register(commands: Any) -> None:
     fuzz.add_argument("--out", type=Path, default=Path("docs/reliability"))
     fuzz.set_defaults(handler=run_fuzz)
 
+    reliability = kinds.add_parser(
+        "reliability",
+        help="fault scenarios, fuzzing and security checks (writes docs/reliability.md)",
+        description="Run every fault scenario (SIGKILL with and without a replica, SIGSTOP until the Last "
+        "Will, broker and orchestrator restarts, 10x overload) against real Mosquitto and device processes, "
+        "the fuzzing campaign and the security tests; write docs/reliability.md, docs/reliability/report.json "
+        "and outcomes.png. Exits 1 if any scenario lost or duplicated a request.",
+    )
+    reliability.add_argument("--scenario", action="append", dest="scenarios", help="only these (repeatable)")
+    reliability.add_argument(
+        "--fuzz",
+        choices=["long", "short", "reuse", "skip"],
+        default="long",
+        help="run the fuzzing campaign (long or short), reuse docs/reliability/fuzz.json, or leave it out",
+    )
+    reliability.add_argument(
+        "--no-security", dest="security", action="store_false", help="skip the security tests"
+    )
+    reliability.add_argument(
+        "--quick", action="store_true", help="short traffic around each fault (smoke run)"
+    )
+    reliability.add_argument("--markdown", type=Path, default=Path("docs/reliability.md"))
+    reliability.add_argument("--out", type=Path, default=Path("docs/reliability"))
+    reliability.set_defaults(handler=run_reliability)
+
     soak = kinds.add_parser(
         "soak",
         help="find the highest rate held within the latency target, hold it, watch RSS and the ledger",
@@ -154,6 +179,38 @@ def run_soak(args: argparse.Namespace) -> int:
     report = soak(options)
     print((options.out / "report.md").read_text())
     return 0 if report["ledger"]["lost"] == 0 and not report["exited"] else 1
+
+
+def run_reliability(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from distree_mqtt.bench.reliability import report_dict
+    from distree_mqtt.bench.reliability import run_reliability as run_scenarios
+    from distree_mqtt.bench.reliability_render import default_options, run_security_checks, write_report
+
+    options = replace(default_options(args.quick), scenarios=tuple(args.scenarios or ()))
+    reports = run_scenarios(options)
+    report = report_dict(reports, options)
+    fuzz_path = args.out / "fuzz.json"
+    if args.fuzz in ("long", "short"):
+        from distree_mqtt.bench.fuzz import run_fuzz_campaign, write_fuzz_report
+
+        print("fuzzing ...")
+        report["fuzz"] = run_fuzz_campaign(size=args.fuzz)
+        write_fuzz_report(report["fuzz"], args.out)
+    elif args.fuzz == "reuse" and fuzz_path.exists():
+        report["fuzz"] = json.loads(fuzz_path.read_text())
+    if report.get("fuzz"):
+        # The RSS samples stay in fuzz.json; the verdict comes along.
+        rss = {key: value for key, value in report["fuzz"].get("rss", {}).items() if key != "samples"}
+        report["fuzz"] = {**report["fuzz"], "rss": rss}
+    if args.security:
+        print("security checks ...")
+        report["security"] = run_security_checks()
+    paths = write_report(report, args.markdown, args.out)
+    print((args.markdown).read_text())
+    print("wrote " + ", ".join(str(path) for path in paths))
+    return 0 if all(r.passed for r in reports) else 1
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -59,11 +59,14 @@ def test_each_deployed_service_has_its_acl_user_and_topics(path: Path) -> None:
         stages = len(load_manifest(bundle_dir(settings, "device")).stages)
         forward = ("write", topics.stage_input(options.stage_index + 1))
         assert (forward in granted) == (options.stage_index < stages - 1), "forwards to the next stage only"
+        progress = ("write", f"{topics.root}/progress/+")
+        assert (progress in granted) == (forward in granted), "progress comes from forwarding devices"
     elif settings.role == "camera":
         camera = settings.camera.camera_id
         needed = {
             ("write", topics.stage_input(0)),
             ("read", topics.results(camera)),
+            ("read", topics.progress(camera)),
             ("write", topics.status(camera)),
             ("write", f"{topics.camera(camera)}/#"),
         }
