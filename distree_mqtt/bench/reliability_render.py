@@ -29,12 +29,16 @@ def run_security_checks(timeout_s: float = 900.0) -> dict[str, Any]:
         )
         if not junit.exists():
             tail = (completed.stdout + completed.stderr).strip().splitlines()[-3:]
-            return {"command": " ".join(command), "checks": [], "error": " / ".join(tail)}
+            return {"command": _shown(command), "checks": [], "error": " / ".join(tail)}
         checks = []
         for case in ElementTree.parse(junit).iter("testcase"):
             verdicts = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
             checks.append({"name": case.get("name", ""), "outcome": verdicts[0] if verdicts else "passed"})
-    return {"command": " ".join(command), "checks": checks}
+    return {"command": _shown(command), "checks": checks}
+
+
+def _shown(command: list[str]) -> str:
+    return " ".join(["python", *command[1:]])
 
 
 def fuzz_rows(fuzz: dict[str, Any] | None) -> list[str]:
@@ -116,7 +120,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "and are answered late with their best prediction, or dropped as expired where the client has "
         "settled them from progress.",
         "- *kill-first-stage*: nothing else can answer a stage-0 input, so the inputs wait in its "
-        "persistent session and are answered when it is back (the grace covers a restart).",
+        "persistent session and are answered when it is back (the grace covers a restart). They arrive "
+        "as one burst: what exceeds the queue is rejected (`overloaded: stage queue full`), and those "
+        "already past their deadline while the queue is half full are answered `timeout` at once.",
         "- *freeze-stage*: SIGSTOP keeps the TCP connection open, so the broker notices only by the "
         "keepalive (1.5 x keepalive, checked every few seconds); until then requests queue for the frozen "
         "device and settle from progress; after SIGCONT it reconnects, gets its session back and drops "
