@@ -26,6 +26,7 @@ class RequestRecord:
     settled_at: float | None = None
     latency_ms: float | None = None
     extra: list[str] = field(default_factory=list)
+    fingerprint: str | None = None  # of the message that settled it
 
 
 class Ledger:
@@ -38,6 +39,9 @@ class Ledger:
         self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self.lost = 0
         self.duplicates = 0
+        # The same answer message delivered again (MQTT QoS 1 is at-least-once: a publish whose
+        # acknowledgement was lost, e.g. in a broker restart, is sent again): not a second answer.
+        self.redelivered = 0
         self.unknown = 0  # outcomes for request ids this client never sent (or forgot)
         self._records: OrderedDict[str, RequestRecord] = OrderedDict()
         self._lock = threading.Lock()
@@ -49,27 +53,46 @@ class Ledger:
             while len(self._records) > self.capacity:
                 self._records.popitem(last=False)
 
-    def settle(self, request_id: str, outcome: str, at: float, latency_ms: float | None = None) -> bool:
-        """Record an outcome; True when it is the request's first (its answer)."""
+    def settle(
+        self,
+        request_id: str,
+        outcome: str,
+        at: float,
+        latency_ms: float | None = None,
+        fingerprint: str | None = None,
+    ) -> bool:
+        """Record an outcome; True when it is the request's first (its answer). `fingerprint`
+        identifies the answer message, so a redelivered copy of it is not a duplicate."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}; expected one of {', '.join(OUTCOMES)}")
-        return self._settle(request_id, outcome, at, latency_ms)
+        return self._settle(request_id, outcome, at, latency_ms, fingerprint)
 
     def lose(self, request_id: str, at: float) -> bool:
         """No outcome by deadline + grace; True unless the request had been settled already."""
         return self._settle(request_id, LOST, at, None)
 
-    def _settle(self, request_id: str, outcome: str, at: float, latency_ms: float | None) -> bool:
+    def _settle(
+        self,
+        request_id: str,
+        outcome: str,
+        at: float,
+        latency_ms: float | None,
+        fingerprint: str | None = None,
+    ) -> bool:
         with self._lock:
             record = self._records.get(request_id)
             if record is None:
                 self.unknown += 1
                 return False
             if record.outcome is not None:
+                if fingerprint is not None and fingerprint == record.fingerprint:
+                    self.redelivered += 1
+                    return False
                 record.extra.append(outcome)
                 self.duplicates += 1
                 return False
             record.outcome, record.settled_at, record.latency_ms = outcome, at, latency_ms
+            record.fingerprint = fingerprint
             if outcome == LOST:
                 self.lost += 1
             else:
@@ -105,6 +128,7 @@ class Ledger:
                 "outcomes": dict(self.outcomes),
                 "lost": self.lost,
                 "duplicates": self.duplicates,
+                "redelivered": self.redelivered,
                 "unknown": self.unknown,
                 "pending": self.sent_count - self.lost - sum(self.outcomes.values()),
                 "degraded_share": self.outcomes["degraded"] / self.sent_count if self.sent_count else 0.0,

@@ -12,6 +12,7 @@ moment as `settle_by`, so devices drop it afterwards instead of answering a seco
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import threading
@@ -247,7 +248,8 @@ class Pipeline:
             return
         with self._lock:
             entry = self._pending.pop(result.request_id, None)
-        self.ledger.settle(result.request_id, result.outcome, time.time(), result.latency_ms)
+        fingerprint = hashlib.blake2b(message.payload, digest_size=16).hexdigest()
+        self.ledger.settle(result.request_id, result.outcome, time.time(), result.latency_ms, fingerprint)
         if entry is None:
             return  # a second outcome (counted by the ledger) or another client's request
         if result.outcome == "rejected":

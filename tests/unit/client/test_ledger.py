@@ -49,3 +49,14 @@ def test_records_are_bounded_but_totals_stay_exact() -> None:
     assert len(ledger.records()) == 3 and ledger.sent_count == 10
     assert not ledger.settle("r0", "result", at=20.0)  # forgotten: counted as unknown
     assert ledger.unknown == 1 and ledger.pending == 10
+
+
+def test_a_redelivered_copy_of_the_answer_is_not_a_second_answer() -> None:
+    ledger = Ledger()
+    ledger.sent("r1", 0.0)
+    assert ledger.settle("r1", "result", 1.0, 5.0, fingerprint="abc")
+    assert not ledger.settle("r1", "result", 1.1, 5.0, fingerprint="abc")  # QoS 1 resend
+    assert (ledger.redelivered, ledger.duplicates) == (1, 0)
+    assert not ledger.settle("r1", "degraded", 1.2, 6.0, fingerprint="def")  # a different answer
+    assert (ledger.redelivered, ledger.duplicates) == (1, 1)
+    assert ledger.summary()["redelivered"] == 1
