@@ -25,6 +25,9 @@ def register(commands: Any) -> None:
     )
     train.add_argument("--freeze-backbone", action="store_true", help="train only the exit heads")
     train.add_argument("--quiet", action="store_true", help="no progress output")
+    train.add_argument(
+        "--device", default="cpu", help="where the optimisation runs: cpu (default) or cuda[:N]"
+    )
     train.set_defaults(handler=run_train)
 
     evaluate = commands.add_parser(
@@ -53,7 +56,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.freeze_backbone:
         config.train.freeze_backbone = True
     out = args.out or Path("runs") / config.name
-    trained = train(config, out, resume=not args.no_resume, show_progress=not args.quiet)
+    trained = train(config, out, resume=not args.no_resume, show_progress=not args.quiet, device=args.device)
     manifest = export_bundle(trained, args.bundle or out / "bundle")
     summary = {
         "bundle": str(args.bundle or out / "bundle"),

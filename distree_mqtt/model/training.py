@@ -150,24 +150,38 @@ def _learning_rate_factor(step: int, total_steps: int, warmup_steps: int) -> flo
 
 @torch.no_grad()
 def exit_accuracies(
-    network: MultiExitNetwork, images: ImageSet, input_spec: InputSpec, batch_size: int = 500
+    network: MultiExitNetwork,
+    images: ImageSet,
+    input_spec: InputSpec,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
 ) -> list[float]:
     """Top-1 accuracy of every exit on a split."""
     network.eval()
-    correct = torch.zeros(network.num_stages)
+    correct = torch.zeros(network.num_stages, device=device)
     for start in range(0, len(images), batch_size):
         batch = input_spec.normalise(torch.from_numpy(images.images[start : start + batch_size]))
-        labels = torch.from_numpy(images.labels[start : start + batch_size])
+        batch = batch.to(device)
+        labels = torch.from_numpy(images.labels[start : start + batch_size]).to(device)
         for index, output in enumerate(network(batch)):
             correct[index] += (output.logits.argmax(1) == labels).sum()
-    return (correct / len(images)).tolist()
+    return (correct / len(images)).cpu().tolist()
 
 
 def train(
-    config: TrainConfig, output_dir: Path, resume: bool = True, show_progress: bool = True
+    config: TrainConfig,
+    output_dir: Path,
+    resume: bool = True,
+    show_progress: bool = True,
+    device: str = "cpu",
 ) -> TrainedModel:
-    """Train (or resume) and return the network in eval mode; checkpoints after every epoch."""
+    """Train (or resume) and return the network in eval mode, on the CPU; checkpoints after
+    every epoch. `device` (e.g. "cuda") runs the optimisation there; data loading and
+    augmentation stay on the CPU, so a run is reproducible up to the device's arithmetic."""
     options = config.train
+    compute = torch.device(device)
+    if compute.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
     data = load_dataset(config.data)
@@ -183,7 +197,8 @@ def train(
         for index in range(network.num_stages):
             network.stage(index).body.requires_grad_(False)
     memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
-    network = network.to(memory_format=memory_format)  # type: ignore[call-overload]
+    network = network.to(compute, memory_format=memory_format)  # type: ignore[call-overload]
+    projectors = projectors.to(compute)
     parameters = [p for p in [*network.parameters(), *projectors.parameters()] if p.requires_grad]
     optimiser = torch.optim.SGD(
         parameters,
@@ -206,7 +221,7 @@ def train(
     steps_per_epoch = math.ceil(len(_epoch_training_set(data, options.seed, 0)) / options.batch_size)
     factors = learning_rate_factors(options, steps_per_epoch)
     if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=True)
+        state = torch.load(checkpoint_path, weights_only=True, map_location=compute)
         _check_resumable(
             TrainConfig.model_validate_json(state["config"]), config, int(state["epoch"]), steps_per_epoch
         )
@@ -242,7 +257,8 @@ def train(
             images = torch.from_numpy(epoch_set.images[batch_index])
             labels = torch.from_numpy(epoch_set.labels[batch_index])
             images = random_crop_flip(images, options.crop_padding, options.horizontal_flip, generator)
-            batch = input_spec.normalise(images).contiguous(memory_format=memory_format)
+            batch = input_spec.normalise(images).to(compute).contiguous(memory_format=memory_format)
+            labels = labels.to(compute)
             outputs = network(batch)
             breakdown = multi_exit_loss(outputs, labels, weights, projectors)
             optimiser.zero_grad(set_to_none=True)
@@ -255,7 +271,7 @@ def train(
                 loss=f"{running_loss / seen:.3f}", acc=f"{running_correct / seen:.3f}", refresh=False
             )
         progress.close()
-        validation = exit_accuracies(network, data.val, input_spec)
+        validation = exit_accuracies(network, data.val, input_spec, device=compute)
         record = {
             "epoch": epoch + 1,
             "train_loss": running_loss / seen,
@@ -274,7 +290,7 @@ def train(
             )
         _save_checkpoint(checkpoint_path, config, network, projectors, optimiser, epoch + 1, history)
     (output_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-    network = network.to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
+    network = network.to("cpu", memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
     return TrainedModel(config, network, input_spec, data, history)
 
 
