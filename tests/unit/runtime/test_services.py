@@ -190,7 +190,9 @@ def test_client_outcomes_result_rejected_timeout_and_duplicates() -> None:
         assert topic.endswith("cam%2F1")
         answer = Result(request_id="r0", source="cam/1", outcome="result", label=3)
         transport.deliver(topic, answer.model_dump_json())
-        transport.deliver(topic, answer.model_dump_json())  # QoS 1 redelivery
+        transport.deliver(topic, answer.model_dump_json())  # QoS 1 redelivery: the same answer
+        second = Result(request_id="r0", source="cam/1", outcome="degraded", label=5)
+        transport.deliver(topic, second.model_dump_json())  # a different, second answer
         transport.deliver(
             topic,
             Result(
@@ -203,3 +205,4 @@ def test_client_outcomes_result_rejected_timeout_and_duplicates() -> None:
         with pytest.raises(RequestTimeout):
             late.result(timeout=5)
         assert client.duplicates == 1
+        assert client.ledger.redelivered == 1
