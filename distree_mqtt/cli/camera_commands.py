@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from distree_mqtt.settings import load_settings
-
-STATUS_INTERVAL_S = 5.0
 
 
 def _roi(text: str) -> list[int]:
@@ -70,7 +66,7 @@ def register(commands: Any) -> None:
 
 def run_camera(args: argparse.Namespace) -> int:
     from distree_mqtt.camera.service import CameraService
-    from distree_mqtt.systemd.notify import SystemdNotifier
+    from distree_mqtt.systemd import run_notified
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     options = {
@@ -101,21 +97,7 @@ def run_camera(args: argparse.Namespace) -> int:
         camera=options,
     )
     service = CameraService(settings)
-    notifier = SystemdNotifier.from_environment()
     service.start()  # a bad source or ROI fails here, in one line
     print(f"camera {service.camera_id}: watching {service.source.description}", file=sys.stderr, flush=True)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        notifier.ready(service.status_line())
-        notifier.start_watchdog(service.healthy)
-        while not stop.is_set() and not service.wait(STATUS_INTERVAL_S):
-            notifier.status(service.status_line())
-    finally:
-        notifier.stopping("stopping")
-        try:
-            service.stop()
-        finally:
-            notifier.close()
+    run_notified(service, finished=service.wait)  # READY, STATUS, watchdog; STOPPING and stop on exit
     return 0

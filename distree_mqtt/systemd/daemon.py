@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from distree_mqtt.systemd.notify import SystemdNotifier
@@ -38,17 +39,21 @@ def run_notified(
     service: NotifiedService,
     notifier: SystemdNotifier | None = None,
     status_interval_s: float = STATUS_INTERVAL_S,
+    finished: Callable[[float], bool] | None = None,
 ) -> None:
-    """Block until SIGINT or SIGTERM, then stop `service`; call from the main thread."""
+    """Block until SIGINT or SIGTERM, then stop `service`; call from the main thread.
+    `finished(timeout)`, where a service can end by itself (a camera at the end of a file),
+    waits up to `timeout` seconds and returns True once it has."""
     notifier = notifier or SystemdNotifier.from_environment()
     stop = threading.Event()
+    wait = finished or stop.wait
     previous = {
         signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)
     }
     try:
         notifier.ready(_status_line(service))
         notifier.start_watchdog(service.healthy)
-        while not stop.wait(status_interval_s):
+        while not stop.is_set() and not wait(status_interval_s):
             notifier.status(_status_line(service))
     finally:
         notifier.stopping("stopping")

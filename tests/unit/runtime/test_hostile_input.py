@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import zstandard
 
+from distree_mqtt.bench.fuzz_inputs import TELEMETRY
 from distree_mqtt.device.service import DeviceService, peek_request
 from distree_mqtt.protocol import Policy, Telemetry
 from distree_mqtt.settings import load_settings
@@ -101,28 +102,7 @@ def test_zstd_frames_declaring_huge_sizes_fail_before_allocating() -> None:
 
 
 def test_non_finite_or_negative_telemetry_is_invalid() -> None:
-    good = {
-        "device": "d",
-        "stage_index": 0,
-        "timestamp": 1.0,
-        "interval_s": 1,
-        "queue_length": 0,
-        "queue_capacity": 4,
-        "queue_delay_p50_ms": 0,
-        "queue_delay_p95_ms": 0,
-        "compute_p50_ms": 1,
-        "compute_p95_ms": 1,
-        "received": 0,
-        "processed": 0,
-        "exited": 0,
-        "forwarded": 0,
-        "degraded": 0,
-        "rejected": 0,
-        "errors": 0,
-        "bytes_in": 0,
-        "bytes_out": 0,
-        "policy_version": 0,
-    }
+    good = {**TELEMETRY, "device": "d"}
     Telemetry.model_validate_json(json.dumps(good))
     for field, value in (("service_p50_ms", "NaN"), ("compute_p50_ms", "Infinity"), ("received", "-5")):
         with pytest.raises(ValueError):
