@@ -135,6 +135,12 @@ class Telemetry(BaseModel):
         0.0, ge=0, title="Batch cost model c(b) = fixed + per_request x b: the fixed part (ms)"
     )
     batch_per_request_ms: float = Field(0.0, ge=0, title="Batch cost model: the per-request part (ms)")
+    answer_cost_ms: float = Field(
+        0.0, ge=0, title="Mean worker time to answer a request here (scoring, result, publish)"
+    )
+    forward_cost_ms: float = Field(
+        0.0, ge=0, title="Mean worker time to hand a request on (scoring, encoding, publish)"
+    )
     max_batch: int = Field(1, ge=1, title="Largest micro-batch this device runs")
     received: int = Field(ge=0, title="Stage inputs received since start")
     processed: int = Field(ge=0)

@@ -23,7 +23,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from distree_mqtt.bench.harness import RunningPipeline, collect, drain, poisson_load, summarise_outcomes
+from distree_mqtt.bench.harness import (
+    RunningPipeline,
+    collect,
+    drain,
+    generator_without_gc_pauses,
+    poisson_load,
+    summarise_outcomes,
+)
 from distree_mqtt.bundle import load_manifest, load_network
 from distree_mqtt.data import DataSpec, load_dataset
 from distree_mqtt.device.local import LocalPipeline
@@ -182,12 +189,12 @@ def _sweep(
     with running.client(f"load-{name}") as client:
         for factor in tqdm(options.load_factors, desc=f"load {name}", leave=False):
             rate = factor * capacity
-            futures = poisson_load(
-                client, images, labels, rate, options.level_seconds, deadline, seed=int(factor * 100)
-            )
-            rows.append(
-                {"load_factor": factor, **summarise_outcomes(collect(futures), options.latency_target_ms)}
-            )
+            with generator_without_gc_pauses():
+                futures = poisson_load(
+                    client, images, labels, rate, options.level_seconds, deadline, seed=int(factor * 100)
+                )
+                outcomes = collect(futures)
+            rows.append({"load_factor": factor, **summarise_outcomes(outcomes, options.latency_target_ms)})
             drain(3.0)
     return rows
 
@@ -242,7 +249,7 @@ def bench_step(
     running.set("mode", "adaptive")
     low_s, high_s = options.step_seconds
     running.state_trace.clear()
-    with running.client("step") as client:
+    with running.client("step") as client, generator_without_gc_pauses():
         started = time.time()
         futures = poisson_load(client, images, labels, 0.5 * capacity, low_s, deadline, seed=11)
         step_at = time.time()

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from distree_mqtt.bundle import Manifest, load_manifest, load_stage
-from distree_mqtt.model.criteria import ExitObservation, get_criterion
+from distree_mqtt.model.criteria import ExitCriterion, ExitObservation, get_criterion
 from distree_mqtt.model.multi_exit import ExitOutput
 from distree_mqtt.protocol import HopReport, Policy, Progress, Result
 from distree_mqtt.wire import (
@@ -56,6 +56,23 @@ class Decision:
     message: bytes | None = None  # the next stage's envelope when forwarding
     progress: Progress | None = None  # for the client when forwarding a request it will settle
     hops: list[Hop] = field(default_factory=list)
+    cost_ms: float = 0.0  # worker time to decide and build it (scoring, result or encoding)
+
+
+@dataclass(frozen=True)
+class _BatchRun:
+    """What one batch's decisions share: the stage's outputs and the policy in force."""
+
+    logits: torch.Tensor
+    probabilities: torch.Tensor
+    features: torch.Tensor
+    policy: Policy
+    criterion: ExitCriterion
+    threshold: float | None
+    next_stage_online: bool
+    remaining_ms: float | None
+    compute_ms: float
+    now: float
 
 
 def settled_by_client(header: EnvelopeHeader, now: float) -> bool:
@@ -239,66 +256,76 @@ class StageRunner:
             spent_ms = (time.perf_counter() - started) * 1000.0
             time.sleep(max(0.0, target_ms - spent_ms) / 1000.0)
         compute_ms = (time.perf_counter() - started) * 1000.0
-        temperature = self.final_entry.temperature
-        probabilities = torch.softmax(output.logits / temperature, dim=1)
-        criterion = get_criterion(policy.criterion)
-        threshold = policy.threshold(self.stage_index)
+        batch_run = _BatchRun(
+            logits=output.logits,
+            probabilities=torch.softmax(output.logits / self.final_entry.temperature, dim=1),
+            features=features,
+            policy=policy,
+            criterion=get_criterion(policy.criterion),
+            threshold=policy.threshold(self.stage_index),
+            next_stage_online=next_stage_online,
+            remaining_ms=remaining_ms,
+            compute_ms=compute_ms,
+            now=time.time(),
+        )
         decisions = []
-        now = time.time()
         for row, work in enumerate(batch):
-            header = work.envelope.header
-            history = [
-                ExitObservation(logits=torch.log(torch.tensor([p], dtype=torch.float32).clamp_min(1e-12)))
-                for p in header.exit_probabilities
-            ]
-            history.append(ExitObservation(logits=(output.logits[row : row + 1] / temperature)))
-            confidence, label = probabilities[row].max(dim=0)
-            best = Prediction(
-                label=int(label), confidence=float(confidence), exit_stage=self.final_entry.index
-            )
-            hop = Hop(
-                stage_index=self.stage_index,
-                device=self.device_name,
-                queue_ms=round(work.queue_ms, 3),
-                compute_ms=round(compute_ms, 3),
-                wire_bytes=work.wire_bytes,
-            )
-            hops = [*header.hops, hop]
-            reason = None
-            if self.is_final:
-                kind: Literal["exit", "forward"] = "exit"
-            elif threshold is not None and float(criterion.score(history)[0]) >= threshold:
-                kind = "exit"
-            elif policy.mode != "no-exit" and (
-                now >= header.deadline
-                or (remaining_ms is not None and now + remaining_ms / 1000.0 > header.deadline)
-            ):
-                kind, reason = "exit", "deadline"
-            elif not next_stage_online:
-                kind, reason = "exit", "next-stage-offline"
-            else:
-                kind = "forward"
-            if kind == "exit":
-                decisions.append(
-                    Decision(
-                        "exit", work, result=self._result(header, best, hops, reason, policy, now), hops=hops
-                    )
-                )
-                continue
-            try:
-                message = self._forward_message(header, hops, best, policy, probabilities[row], features[row])
-            except (EnvelopeError, ValueError) as error:
-                # Cannot hand on (e.g. the header would exceed its limit): answer with what we have.
-                result = self._result(header, best, hops, f"cannot-forward: {error}"[:200], policy, now)
-                decisions.append(Decision("exit", work, result=result, hops=hops))
-                continue
-            progress = (
-                progress_of(header, best, policy, self.manifest.model_id)
-                if header.settle_by is not None
-                else None
-            )
-            decisions.append(Decision("forward", work, message=message, hops=hops, progress=progress))
+            deciding = time.perf_counter()
+            decision = self._decide(row, work, batch_run)
+            decision.cost_ms = (time.perf_counter() - deciding) * 1000.0
+            decisions.append(decision)
         return decisions, compute_ms
+
+    def _decide(self, row: int, work: Work, run: _BatchRun) -> Decision:
+        """Exit or forward one request of the batch."""
+        policy, probabilities, now, remaining_ms = run.policy, run.probabilities, run.now, run.remaining_ms
+        temperature = self.final_entry.temperature
+        header = work.envelope.header
+        history = [
+            ExitObservation(logits=torch.log(torch.tensor([p], dtype=torch.float32).clamp_min(1e-12)))
+            for p in header.exit_probabilities
+        ]
+        history.append(ExitObservation(logits=(run.logits[row : row + 1] / temperature)))
+        confidence, label = probabilities[row].max(dim=0)
+        best = Prediction(label=int(label), confidence=float(confidence), exit_stage=self.final_entry.index)
+        hop = Hop(
+            stage_index=self.stage_index,
+            device=self.device_name,
+            queue_ms=round(work.queue_ms, 3),
+            compute_ms=round(run.compute_ms, 3),
+            wire_bytes=work.wire_bytes,
+        )
+        hops = [*header.hops, hop]
+        reason = None
+        if self.is_final:
+            kind: Literal["exit", "forward"] = "exit"
+        elif run.threshold is not None and float(run.criterion.score(history)[0]) >= run.threshold:
+            kind = "exit"
+        elif policy.mode != "no-exit" and (
+            now >= header.deadline
+            or (remaining_ms is not None and now + remaining_ms / 1000.0 > header.deadline)
+        ):
+            kind, reason = "exit", "deadline"
+        elif not run.next_stage_online:
+            kind, reason = "exit", "next-stage-offline"
+        else:
+            kind = "forward"
+        if kind == "exit":
+            return Decision(
+                "exit", work, result=self._result(header, best, hops, reason, policy, now), hops=hops
+            )
+        try:
+            message = self._forward_message(header, hops, best, policy, probabilities[row], run.features[row])
+        except (EnvelopeError, ValueError) as error:
+            # Cannot hand on (e.g. the header would exceed its limit): answer with what we have.
+            result = self._result(header, best, hops, f"cannot-forward: {error}"[:200], policy, now)
+            return Decision("exit", work, result=result, hops=hops)
+        progress = (
+            progress_of(header, best, policy, self.manifest.model_id)
+            if header.settle_by is not None
+            else None
+        )
+        return Decision("forward", work, message=message, hops=hops, progress=progress)
 
     def _forward_message(
         self,

@@ -20,7 +20,12 @@ from pydantic import TypeAdapter, ValidationError
 from distree_mqtt.bundle import Manifest, load_manifest
 from distree_mqtt.homeassistant.entities import device_node_id, edge_device_discovery, pipeline_discovery
 from distree_mqtt.homeassistant.publisher import DiscoveryPublisher
-from distree_mqtt.orchestrator.controller import LoadEstimate, StageEstimate, ThresholdController, predict
+from distree_mqtt.orchestrator.controller import (
+    LoadEstimate,
+    StageEstimate,
+    ThresholdController,
+    predict,
+)
 from distree_mqtt.policy_defaults import default_policy
 from distree_mqtt.protocol import (
     DeviceInfo,
@@ -50,9 +55,19 @@ def _finite(value: float) -> float | None:
 
 @dataclass
 class _Rate:
-    timestamp: float
-    received: int
+    """Inputs per second a device receives over its last telemetry interval (the controller
+    sizes settings for the peak of recent intervals, which absorbs their noise)."""
+
+    samples: deque[tuple[float, int]]
     rate: float = 0.0
+
+    def add(self, timestamp: float, received: int) -> None:
+        if self.samples and (timestamp <= self.samples[-1][0] or received < self.samples[-1][1]):
+            self.samples.clear()  # clock step or a restarted device: start over
+        self.samples.append((timestamp, received))
+        (first, first_count), (last, last_count) = self.samples[0], self.samples[-1]
+        if last > first:
+            self.rate = (last_count - first_count) / (last - first)
 
 
 class OrchestratorService:
@@ -152,13 +167,7 @@ class OrchestratorService:
             return
         device = self.topics.last_level(message.topic)  # the key status and descriptors use too
         with self._lock:
-            previous = self.rates.get(device)
-            rate = _Rate(report.timestamp, report.received)
-            if previous is not None and report.timestamp > previous.timestamp:
-                rate.rate = max(
-                    0.0, (report.received - previous.received) / (report.timestamp - previous.timestamp)
-                )
-            self.rates[device] = rate
+            self.rates.setdefault(device, _Rate(deque(maxlen=2))).add(report.timestamp, report.received)
             self.telemetry[device] = report
 
     def _on_status(self, message: Message) -> None:
@@ -292,6 +301,8 @@ class OrchestratorService:
                         batch_fixed_ms=statistics.median(t.batch_fixed_ms for t in reports),
                         batch_per_request_ms=statistics.median(t.batch_per_request_ms for t in reports),
                         max_batch=min(t.max_batch for t in reports),
+                        answer_cost_ms=statistics.median(t.answer_cost_ms for t in reports),
+                        forward_cost_ms=statistics.median(t.forward_cost_ms for t in reports),
                     )
                 )
             arrival = sum(
@@ -351,6 +362,7 @@ class OrchestratorService:
                 self.policy = candidate.model_copy(update={"version": self.policy.version + 1})
                 changed = True
             point = self.controller.front[self.controller.current]
+            prediction = predict(point, load) if load else None
             state = {
                 "timestamp": time.time(),
                 "policy_version": self.policy.version,
@@ -363,10 +375,11 @@ class OrchestratorService:
                 "results_in_window": count,
                 "correction": round(self.controller.correction, 4),
                 "profile_index": self.controller.current,
+                "last_change_reason": self.controller.last_reason or None,
                 "expected_accuracy": point.accuracy,
                 "arrival_rate": _finite(load.arrival_rate) if load else None,
-                "predicted_p95_ms": _finite(predict(point, load).p95_ms) if load else None,
-                "utilisation": [_finite(u) for u in predict(point, load).utilisation] if load else None,
+                "predicted_p95_ms": _finite(prediction.p95_ms) if prediction else None,
+                "utilisation": [_finite(u) for u in prediction.utilisation] if prediction else None,
                 "requests_per_second": round(requests_per_second, 3),
                 "exit_rates": exit_rates,
                 "last_result": self.last_result,

@@ -183,3 +183,18 @@ def test_a_full_queue_rejects_and_acknowledges_after_the_answer() -> None:
     rejection = Result.model_validate_json(transport.on(TOPICS.results("cam"))[0])
     assert rejection.outcome == "rejected" and "queue full" in (rejection.reason or "")
     assert transport.acks == [((1, 2), len(transport.published))]
+
+
+def test_telemetry_reports_what_answering_and_handing_on_cost_the_worker(stage1) -> None:
+    service, transport = stage1
+    assert service.telemetry().forward_cost_ms == 0 and service.telemetry().answer_cost_ms == 0
+    _deliver(service, _stage1_input(30, 40), (1, 21))
+    _wait(lambda: transport.acks)
+    handed_on = service.telemetry()
+    # Forwarding encodes features and publishes them: its cost is measured, apart from answers.
+    assert handed_on.forward_cost_ms > 0 and handed_on.answer_cost_ms == 0
+    assert handed_on.batch_per_request_ms >= service._compute_cost[1]  # + reading the input in
+    service.policy = Policy(version=2, mode="static", thresholds=[0.0, 0.0])  # everything exits
+    _deliver(service, _stage1_input(30, 40).replace(b"q1", b"q2"), (1, 22))
+    _wait(lambda: len(transport.acks) == 2)
+    assert service.counters.exited == 1 and service.telemetry().answer_cost_ms > 0
