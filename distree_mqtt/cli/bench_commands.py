@@ -89,6 +89,12 @@ def register(commands: Any) -> None:
     soak.add_argument("--minutes", type=float, default=10.0, help="how long to hold the rate")
     soak.add_argument("--latency-target-ms", type=float, default=250.0)
     soak.add_argument("--probe-seconds", type=float, default=12.0, help="duration of each probe level")
+    soak.add_argument(
+        "--confirmation-seconds",
+        type=float,
+        default=60.0,
+        help="a candidate rate must also hold this long (else 10%% less is tried)",
+    )
     soak.add_argument("--window-s", type=float, default=30.0, help="latency percentiles per window")
     soak.add_argument("--out", type=Path, default=REPORT_DIR / "soak")
     soak.set_defaults(handler=run_soak)
@@ -173,6 +179,7 @@ def run_soak(args: argparse.Namespace) -> int:
         minutes=args.minutes,
         latency_target_ms=args.latency_target_ms,
         probe_seconds=args.probe_seconds,
+        confirmation_seconds=args.confirmation_seconds,
         window_s=args.window_s,
         out=args.out,
     )
