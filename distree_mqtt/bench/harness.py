@@ -60,15 +60,21 @@ def summarise_outcomes(outcomes: list[Outcome], target_ms: float, num_stages: in
 
 
 def collect(futures: list[tuple[float, int, Future[Result]]]) -> list[Outcome]:
+    """Wait for every future. Failures are read, not raised: a raised exception's traceback
+    holds this frame, whose locals hold the future holding the exception, a cycle that keeps
+    the whole list alive until a full garbage collection."""
     outcomes = []
     for sent_at, label, future in futures:
-        try:
+        error = future.exception()
+        if error is None:
             result = future.result()
             outcomes.append(Outcome(sent_at, label, result, result.outcome))
-        except RequestRejected as error:
+        elif isinstance(error, RequestRejected):
             outcomes.append(Outcome(sent_at, label, error.result, "rejected"))
-        except RequestTimeout:
+        elif isinstance(error, RequestTimeout):
             outcomes.append(Outcome(sent_at, label, None, "timeout"))
+        else:
+            raise error
     return outcomes
 
 
