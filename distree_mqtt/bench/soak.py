@@ -73,9 +73,14 @@ def find_sustainable_rate(
     probes: list[dict[str, Any]] = []
 
     def probe(rate: float, seconds: float, confirmation: bool = False) -> bool:
-        with running.client(f"soak-probe-{len(probes)}") as client, generator_without_gc_pauses():
-            futures = poisson_load(client, images, labels, rate, seconds, deadline_ms, seed=len(probes))
-            summary = summarise_outcomes(collect(futures), options.latency_target_ms)
+        if confirmation:  # the hold's own load generator, windows settled while sending
+            summary = sustain(
+                running, options, images, labels, rate, seconds, f"soak-confirm-{len(probes)}"
+            ).overall
+        else:
+            with running.client(f"soak-probe-{len(probes)}") as client, generator_without_gc_pauses():
+                futures = poisson_load(client, images, labels, rate, seconds, deadline_ms, seed=len(probes))
+                summary = summarise_outcomes(collect(futures), options.latency_target_ms)
         held = _holds(summary, options.latency_target_ms)
         probes.append(_probe_row(rate, summary, held, confirmation))
         drain(3.0)
@@ -131,6 +136,75 @@ def _settle_window(
     }
 
 
+@dataclass
+class Sustained:
+    """What a sustained run at one rate gave: per-window percentiles, totals, the ledger."""
+
+    windows: list[dict[str, Any]]
+    overall: dict[str, Any]
+    ledger: dict[str, Any]
+    ledger_capacity: int
+    started_at: float
+
+
+def sustain(
+    running: RunningPipeline,
+    options: SoakOptions,
+    images: np.ndarray,
+    labels: np.ndarray,
+    rate: float,
+    seconds: float,
+    name: str,
+) -> Sustained:
+    """Poisson load in windows, each settled on a second thread while the next is sent, so
+    the client keeps no per-request state beyond its ledger: the same load generator for the
+    confirmation of a rate and for the long hold."""
+    deadline_ms = 4 * options.latency_target_ms
+    kinds: dict[str, int] = {}
+    latencies: list[float] = []
+    totals = {"within": 0.0, "correct": 0.0}
+    with (
+        running.client(name) as client,
+        ThreadPoolExecutor(1) as collector,
+        generator_without_gc_pauses(),
+    ):
+        started_at = time.time()
+        pending: list[Future[dict[str, Any]]] = []
+        elapsed = 0.0
+        while elapsed < seconds:
+            length = min(options.window_s, seconds - elapsed)
+            window = poisson_load(client, images, labels, rate, length, deadline_ms, seed=1000 + len(pending))
+            pending.append(
+                collector.submit(_settle_window, window, elapsed, options, kinds, latencies, totals)
+            )
+            elapsed += length
+        windows = [job.result() for job in pending]
+        time.sleep(1.0)
+        ledger = getattr(client, "ledger", None)
+        ledger_summary = (
+            ledger.summary()
+            if ledger is not None
+            else {
+                "sent": sum(kinds.values()),
+                "outcomes": kinds,
+                "lost": kinds.get("timeout", 0),
+                "duplicates": client.duplicates,
+            }
+        )
+    sent = max(1, sum(kinds.values()))
+    answered = max(1, kinds.get("result", 0) + kinds.get("degraded", 0))
+    overall = {
+        "requests": sum(kinds.values()),
+        "outcomes": kinds,
+        "accuracy": totals["correct"] / answered,
+        "p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
+        "p95_ms": float(np.percentile(latencies, 95)) if latencies else None,
+        "p99_ms": float(np.percentile(latencies, 99)) if latencies else None,
+        "within_target": totals["within"] / sent,
+    }
+    return Sustained(windows, overall, ledger_summary, ledger.capacity if ledger else 0, started_at)
+
+
 def run_soak(options: SoakOptions) -> dict[str, Any]:
     import torch
 
@@ -144,9 +218,6 @@ def run_soak(options: SoakOptions) -> dict[str, Any]:
         {},
         ["--latency-target-ms", str(options.latency_target_ms)],
     )
-    kinds: dict[str, int] = {}
-    latencies: list[float] = []
-    totals = {"within": 0.0, "correct": 0.0}
     try:
         assert running.broker.process is not None
         names = ["orchestrator", *(f"device-{k}" for k in range(3))]
@@ -154,37 +225,7 @@ def run_soak(options: SoakOptions) -> dict[str, Any]:
         pids.update({name: child.pid for name, child in zip(names, running.processes.children, strict=False)})
         rate, probes = find_sustainable_rate(running, options, images, labels)
         sampler = RssSampler(pids, options.sample_interval_s).start()
-        deadline_ms = 4 * options.latency_target_ms
-        with (
-            running.client("soak-hold") as client,
-            ThreadPoolExecutor(1) as collector,
-            generator_without_gc_pauses(),
-        ):
-            hold_started = time.time()
-            pending: list[Future[dict[str, Any]]] = []
-            elapsed = 0.0
-            while elapsed < options.minutes * 60:
-                length = min(options.window_s, options.minutes * 60 - elapsed)
-                window = poisson_load(
-                    client, images, labels, rate, length, deadline_ms, seed=1000 + len(pending)
-                )
-                pending.append(
-                    collector.submit(_settle_window, window, elapsed, options, kinds, latencies, totals)
-                )
-                elapsed += length
-            windows = [job.result() for job in pending]
-            time.sleep(1.0)
-            ledger = getattr(client, "ledger", None)
-            ledger_summary = (
-                ledger.summary()
-                if ledger is not None
-                else {
-                    "sent": sum(kinds.values()),
-                    "outcomes": kinds,
-                    "lost": kinds.get("timeout", 0),
-                    "duplicates": client.duplicates,
-                }
-            )
+        hold = sustain(running, options, images, labels, rate, options.minutes * 60, "soak-hold")
         sampler.stop()
         exited = [
             name
@@ -193,19 +234,10 @@ def run_soak(options: SoakOptions) -> dict[str, Any]:
         ]
     finally:
         running.stop()
-    sent = max(1, sum(kinds.values()))
-    answered = max(1, kinds.get("result", 0) + kinds.get("degraded", 0))
-    overall = {
-        "requests": sum(kinds.values()),
-        "outcomes": kinds,
-        "accuracy": totals["correct"] / answered,
-        "p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
-        "p95_ms": float(np.percentile(latencies, 95)) if latencies else None,
-        "p99_ms": float(np.percentile(latencies, 99)) if latencies else None,
-        "within_target": totals["within"] / sent,
-    }
-    # Flatness: the last sample against the first after one minute of load (allocator warm-up).
-    rss = growth(sampler.samples, min(60.0, options.minutes * 30), list(pids))
+    hold_started, windows, overall, ledger_summary = hold.started_at, hold.windows, hold.overall, hold.ledger
+    ledger_capacity = hold.ledger_capacity
+    ledger_full_s = ledger_capacity / max(rate, 1e-9)
+    rss = rss_summary(sampler.samples, list(pids), options.minutes, ledger_full_s)
     report: dict[str, Any] = {
         "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
         "options": {
@@ -219,20 +251,31 @@ def run_soak(options: SoakOptions) -> dict[str, Any]:
         "windows": windows,
         "ledger": ledger_summary,
         "exited": exited,
-        "rss": {
-            "samples": sampler.samples,
-            "growth": rss,
-            "flat_within": FLAT_WITHIN,
-            # The services; the client's growth is its ledger's bounded record store filling.
-            "flat": all(
-                row["ratio"] is not None and abs(row["ratio"] - 1) <= FLAT_WITHIN
-                for name, row in rss.items()
-                if name != "client"
-            ),
-        },
+        "rss": {"samples": sampler.samples, **rss},
     }
     write_soak_report(report, options.out)
     return report
+
+
+def rss_summary(
+    samples: list[dict[str, Any]], names: list[str], minutes: float, ledger_full_s: float
+) -> dict[str, Any]:
+    """Flatness per process: the last sample against the first after warm-up. For the services
+    warm-up is the first minute (allocator, caches); the client also fills its ledger's bounded
+    record store, so its reference is the first sample after that store is full."""
+    warm_up = min(60.0, minutes * 30)
+    rss = growth(samples, warm_up, [name for name in names if name != "client"])
+    client_since = max(warm_up, ledger_full_s + 30.0)
+    if "client" in names and client_since < minutes * 60:
+        rss["client"] = growth(samples, client_since, ["client"])["client"]
+    return {
+        "growth": rss,
+        "flat_within": FLAT_WITHIN,
+        "client_since_s": client_since,
+        "flat": all(
+            row["ratio"] is not None and abs(row["ratio"] - 1) <= FLAT_WITHIN for row in rss.values()
+        ),
+    }
 
 
 def write_soak_report(report: dict[str, Any], out: Path) -> None:
@@ -257,9 +300,9 @@ def write_soak_report(report: dict[str, Any], out: Path) -> None:
         f"duplicates {ledger['duplicates']}",
         f"- processes that exited: {report['exited'] or 'none'}",
         f"- held within the target over the whole run: **{report['held_within_target']}**",
-        f"- RSS of the services flat within {100 * rss['flat_within']:.0f}% (last sample against the "
-        f"first after the first minute): **{rss['flat']}**; the client's RSS grows while its ledger's "
-        "bounded record store fills",
+        f"- RSS of every process flat within {100 * rss['flat_within']:.0f}% (last sample against the "
+        f"first after the first minute; for the client, after its ledger's bounded record store is "
+        f"full, from {rss.get('client_since_s', 60):.0f} s): **{rss['flat']}**",
         "",
         "| process | RSS start (MiB) | final (MiB) | max (MiB) | final / start |",
         "|---|---|---|---|---|",
