@@ -7,9 +7,10 @@ and serialise what we send. See docs/protocol.md for the topics they travel on.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 PolicyMode = Literal["adaptive", "static", "no-exit"]
 OutcomeKind = Literal["result", "degraded", "timeout", "rejected"]
@@ -167,6 +168,18 @@ def telemetry_kind(payload: bytes) -> str:
     except (ValueError, AttributeError):
         return "stage"  # let the Telemetry validation reject it as usual
     return kind if isinstance(kind, str) else "stage"
+
+
+def stage_telemetry(payload: bytes, on_invalid: Callable[[], None]) -> Telemetry | None:
+    """A stage device's telemetry report; None for a camera's (they share the topics but serve
+    no stage) and for an invalid one, after calling `on_invalid`."""
+    if telemetry_kind(payload) != "stage":
+        return None
+    try:
+        return Telemetry.model_validate_json(payload)
+    except ValidationError:
+        on_invalid()
+        return None
 
 
 class ErrorReport(BaseModel):

@@ -27,7 +27,7 @@ from distree_mqtt.device.runner import Decision, RejectedInput, StageRunner, Wor
 from distree_mqtt.device.stats import DeviceCounters, RollingSamples
 from distree_mqtt.model.criteria import get_criterion
 from distree_mqtt.policy_defaults import default_policy
-from distree_mqtt.protocol import DeviceInfo, ErrorReport, Policy, Result, Telemetry, telemetry_kind
+from distree_mqtt.protocol import DeviceInfo, ErrorReport, Policy, Result, Telemetry, stage_telemetry
 from distree_mqtt.recent_ids import RecentIds
 from distree_mqtt.reference import reference_bundle
 from distree_mqtt.settings import DistreeSettings
@@ -261,14 +261,11 @@ class DeviceService:
             self._report_error(message.topic, "invalid device descriptor")
 
     def _on_telemetry(self, message: Message) -> None:
-        if telemetry_kind(message.payload) != "stage":
-            return  # cameras share the telemetry topics but serve no stage
-        try:
-            report = Telemetry.model_validate_json(message.payload)
-        except ValidationError:
-            self._report_error(message.topic, "invalid telemetry")
-            return
-        self.peers.update_telemetry(self.topics.last_level(message.topic), report)
+        report = stage_telemetry(
+            message.payload, lambda: self._report_error(message.topic, "invalid telemetry")
+        )
+        if report is not None:
+            self.peers.update_telemetry(self.topics.last_level(message.topic), report)
 
     # -- worker thread -------------------------------------------------------------------------
     def _work_loop(self) -> None:

@@ -34,7 +34,7 @@ from distree_mqtt.protocol import (
     PolicyMode,
     Result,
     Telemetry,
-    telemetry_kind,
+    stage_telemetry,
 )
 from distree_mqtt.reference import reference_bundle
 from distree_mqtt.settings import DistreeSettings
@@ -158,12 +158,10 @@ class OrchestratorService:
             self._retained_version = max(self._retained_version, retained.version)
 
     def _on_telemetry(self, message: Message) -> None:
-        if telemetry_kind(message.payload) != "stage":
-            return  # cameras share the telemetry topics but serve no stage
-        try:
-            report = Telemetry.model_validate_json(message.payload)
-        except ValidationError:
-            self._report_error(message.topic, "invalid telemetry")
+        report = stage_telemetry(
+            message.payload, lambda: self._report_error(message.topic, "invalid telemetry")
+        )
+        if report is None:
             return
         device = self.topics.last_level(message.topic)  # the key status and descriptors use too
         with self._lock:
