@@ -55,6 +55,11 @@ class SoakOptions:
     sample_interval_s: float = 5.0
     out: Path = Path("docs/benchmarks/soak")
 
+    @property
+    def deadline_ms(self) -> float:
+        """Every request's deadline: room to queue well past the target before it times out."""
+        return 4 * self.latency_target_ms
+
 
 def _holds(summary: dict[str, Any], target_ms: float) -> bool:
     p95 = summary["p95_ms"]
@@ -71,7 +76,6 @@ def find_sustainable_rate(
 ) -> tuple[float, list[dict[str, Any]]]:
     """Doubling, then bisection over short levels; then a long level confirms the rate (short
     probes are optimistic), stepping down 10% until one holds."""
-    deadline_ms = 4 * options.latency_target_ms
     probes: list[dict[str, Any]] = []
 
     def probe(rate: float, seconds: float, confirmation: bool = False) -> bool:
@@ -81,7 +85,9 @@ def find_sustainable_rate(
             ).overall
         else:
             with running.client(f"soak-probe-{len(probes)}") as client, generator_without_gc_pauses():
-                futures = poisson_load(client, images, labels, rate, seconds, deadline_ms, seed=len(probes))
+                futures = poisson_load(
+                    client, images, labels, rate, seconds, options.deadline_ms, seed=len(probes)
+                )
                 summary = summarise_outcomes(collect(futures), options.latency_target_ms)
         held = _holds(summary, options.latency_target_ms)
         probes.append(_probe_row(rate, summary, held, confirmation))
@@ -161,7 +167,6 @@ def sustain(
     """Poisson load in windows, each settled on a second thread while the next is sent, so
     the client keeps no per-request state beyond its ledger: the same load generator for the
     confirmation of a rate and for the long hold."""
-    deadline_ms = 4 * options.latency_target_ms
     kinds: dict[str, int] = {}
     latencies: list[float] = []
     totals = {"within": 0.0, "correct": 0.0}
@@ -175,7 +180,9 @@ def sustain(
         elapsed = 0.0
         while elapsed < seconds:
             length = min(options.window_s, seconds - elapsed)
-            window = poisson_load(client, images, labels, rate, length, deadline_ms, seed=1000 + len(pending))
+            window = poisson_load(
+                client, images, labels, rate, length, options.deadline_ms, seed=1000 + len(pending)
+            )
             pending.append(
                 collector.submit(_settle_window, window, elapsed, options, kinds, latencies, totals)
             )

@@ -32,9 +32,11 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from distree_mqtt.bundle.manifest import ProfilePoint
 
+T = TypeVar("T")
 Z95 = 1.6448536269514722
 
 
@@ -252,6 +254,13 @@ class ThresholdController:
             rate = min(rate, previous.rate) if now < previous.until else rate
         self.failures[index] = _Failure(rate=rate, until=now + hold, hold_s=hold)
 
+    def _within_window(self, window: deque[tuple[float, T]], now: float, value: T) -> list[T]:
+        """Add `value` to a timed window and return the values of the last `stabilisation_s`."""
+        window.append((now, value))
+        while window[0][0] < now - self.stabilisation_s:
+            window.popleft()
+        return [item for _, item in window]
+
     def _corrected(self, load: LoadEstimate, first_stage: int = 0) -> list[float]:
         predictions = [predict(point, load, first_stage) for point in self.front]
         return [p.p95_ms * self.correction if p.feasible else math.inf for p in predictions]
@@ -267,17 +276,16 @@ class ThresholdController:
         # Settings are sized for the highest load of the recent past (over two estimates, to
         # damp their noise), as autoscalers size for their highest recent recommendation: a
         # lull in a steady load does not invite a climb that the next busy second undoes.
-        self.recent_rates.append((now, (self._rates[0] + self._rates[1]) / 2))
-        while self.recent_rates[0][0] < now - self.stabilisation_s:
-            self.recent_rates.popleft()
-        peak = max(r for _, r in self.recent_rates)
+        recent = self._within_window(self.recent_rates, now, (self._rates[0] + self._rates[1]) / 2)
+        peak = max(recent)
         busier = replace(load, arrival_rate=peak * (1 + self.load_headroom))
         first_stage = 0
-        if not any(map(math.isfinite, self._corrected(load))):
+        at_rate = self._corrected(load)
+        if not any(map(math.isfinite, at_rate)):
             # Stage 0 (every request, whatever the thresholds) is saturated: no setting meets
             # the target, so choose for the later stages.
             first_stage = 1
-        at_rate = self._corrected(load, first_stage)
+            at_rate = self._corrected(load, first_stage)
         at_busier = self._corrected(busier, first_stage)
         target = self.latency_target_ms
         margin = target * self.headroom
@@ -325,11 +333,9 @@ class ThresholdController:
         # recent recommendation), so estimates that wobble for a moment do not move it.
         allowed = [i for i in range(len(self.front)) if qualifies(i) and not self.barred(i, rate, now)]
         recommended = max(allowed, key=lambda i: accuracy[i]) if allowed else 0
-        self.recommendations.append((now, recommended))
-        while self.recommendations[0][0] < now - self.stabilisation_s:
-            self.recommendations.popleft()
+        recommendations = self._within_window(self.recommendations, now, recommended)
         if chosen == current and not violated and now - self.last_move >= self.dwell_s:
-            lowest = min((i for _, i in self.recommendations), key=lambda i: accuracy[i])
+            lowest = min(recommendations, key=lambda i: accuracy[i])
             if accuracy[lowest] > accuracy[current]:
                 chosen, reason = lowest, "headroom"
         if steady and at_rate[chosen] <= target:

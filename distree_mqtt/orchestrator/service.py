@@ -58,16 +58,15 @@ class _Rate:
     """Inputs per second a device receives over its last telemetry interval (the controller
     sizes settings for the peak of recent intervals, which absorbs their noise)."""
 
-    samples: deque[tuple[float, int]]
+    timestamp: float
+    received: int
     rate: float = 0.0
 
     def add(self, timestamp: float, received: int) -> None:
-        if self.samples and (timestamp <= self.samples[-1][0] or received < self.samples[-1][1]):
-            self.samples.clear()  # clock step or a restarted device: start over
-        self.samples.append((timestamp, received))
-        (first, first_count), (last, last_count) = self.samples[0], self.samples[-1]
-        if last > first:
-            self.rate = (last_count - first_count) / (last - first)
+        # After a clock step or a restarted device (counter reset) there is no interval yet.
+        if timestamp > self.timestamp and received >= self.received:
+            self.rate = (received - self.received) / (timestamp - self.timestamp)
+        self.timestamp, self.received = timestamp, received
 
 
 class OrchestratorService:
@@ -165,7 +164,10 @@ class OrchestratorService:
             return
         device = self.topics.last_level(message.topic)  # the key status and descriptors use too
         with self._lock:
-            self.rates.setdefault(device, _Rate(deque(maxlen=2))).add(report.timestamp, report.received)
+            if device in self.rates:
+                self.rates[device].add(report.timestamp, report.received)
+            else:
+                self.rates[device] = _Rate(report.timestamp, report.received)
             self.telemetry[device] = report
 
     def _on_status(self, message: Message) -> None:
