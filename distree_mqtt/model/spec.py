@@ -9,6 +9,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from distree_mqtt.model.conv_groups import conv_group_units
 from distree_mqtt.model.multi_exit import ExitHead, MultiExitNetwork, Stage
 from distree_mqtt.model.residual import even_split_points, wide_resnet_units
 from distree_mqtt.model.torchvision_stages import load_torchvision_model, named_units, split_named_units
@@ -19,9 +20,14 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backbone: Literal["wide_resnet", "torchvision"] = Field("wide_resnet", title="Backbone family")
+    backbone: Literal["wide_resnet", "conv_groups", "torchvision"] = Field(
+        "wide_resnet", title="Backbone family"
+    )
     depth: int = Field(16, title="WideResNet depth (6n+4)", ge=10)
     widen_factor: int = Field(2, title="WideResNet width multiplier", ge=1, le=16)
+    group_widths: list[int] = Field(
+        default_factory=lambda: [64, 256, 256], title="conv_groups: output channels of each group"
+    )
     torchvision_name: str | None = Field(
         None, title="torchvision model name, e.g. resnet18 or mobilenet_v3_small"
     )
@@ -31,7 +37,10 @@ class ModelSpec(BaseModel):
     num_stages: int = Field(3, title="Number of stages (devices)", ge=1, le=16)
     stage_blocks: list[int] | None = Field(
         None,
-        title="wide_resnet residual blocks per stage (default: equal; three stages = the three groups)",
+        title=(
+            "wide_resnet residual blocks (conv_groups: groups) per stage "
+            "(default: equal; three stages = the three groups)"
+        ),
     )
     input_shape: tuple[int, int, int] = Field((3, 32, 32), title="Input (channels, height, width)")
     num_classes: int = Field(10, title="Number of classes", ge=2)
@@ -49,23 +58,40 @@ class ModelSpec(BaseModel):
                     f"{self.num_stages} stages need {self.num_stages - 1} split_points, "
                     f"got {len(self.split_points)}"
                 )
-        elif (self.depth - 4) % 6 != 0:
+        elif self.backbone == "wide_resnet" and (self.depth - 4) % 6 != 0:
             raise ValueError(f"wide_resnet depth must be 6n+4 (10, 16, 22, 28, ...), got {self.depth}")
+        elif self.backbone == "conv_groups" and (
+            not self.group_widths or min(self.group_widths) < 1 or self.num_stages > len(self.group_widths)
+        ):
+            raise ValueError(
+                f"conv_groups needs positive group_widths, at least one per stage ({self.num_stages})"
+            )
         if self.stage_blocks is not None:
-            blocks = 3 * ((self.depth - 4) // 6)
             if len(self.stage_blocks) != self.num_stages or min(self.stage_blocks) < 1:
                 raise ValueError(f"stage_blocks needs {self.num_stages} positive entries")
-            if sum(self.stage_blocks) != blocks:
-                raise ValueError(f"stage_blocks must add up to the {blocks} blocks of WRN-{self.depth}")
+            if sum(self.stage_blocks) != self.backbone_blocks:
+                raise ValueError(
+                    f"stage_blocks must add up to the {self.backbone_blocks} blocks of the backbone"
+                )
         if self.head_widths is not None and len(self.head_widths) != self.num_stages - 1:
             raise ValueError(f"head_widths needs {self.num_stages - 1} entries (one per early exit)")
         return self
 
+    @property
+    def backbone_blocks(self) -> int:
+        """How many units the stages are cut from (residual blocks, or conv groups)."""
+        if self.backbone == "conv_groups":
+            return len(self.group_widths)
+        return 3 * ((self.depth - 4) // 6)
+
 
 def _stage_bodies(spec: ModelSpec, pretrained: bool) -> tuple[list[nn.Module], bool]:
     """The backbone cut into stage bodies, and whether its stages end pre-activation."""
-    if spec.backbone == "wide_resnet":
-        units = wide_resnet_units(spec.depth, spec.widen_factor, spec.input_shape[0])
+    if spec.backbone in ("wide_resnet", "conv_groups"):
+        if spec.backbone == "wide_resnet":
+            units = wide_resnet_units(spec.depth, spec.widen_factor, spec.input_shape[0])
+        else:
+            units = conv_group_units(spec.group_widths, spec.input_shape[0])
         stem, blocks = units[0], units[1:]
         if spec.stage_blocks is not None:
             cuts = [0, *itertools.accumulate(spec.stage_blocks)]
@@ -74,7 +100,8 @@ def _stage_bodies(spec: ModelSpec, pretrained: bool) -> tuple[list[nn.Module], b
         groups = [blocks[a:b] for a, b in itertools.pairwise(cuts)]
         groups[0] = [stem, *groups[0]]
         bodies: list[nn.Module] = [nn.Sequential(*group) for group in groups]
-        return bodies, True
+        # Residual blocks end in an un-normalised sum; conv groups end in BN -> GELU.
+        return bodies, spec.backbone == "wide_resnet"
     assert spec.torchvision_name is not None
     model = load_torchvision_model(spec.torchvision_name, pretrained)
     groups = split_named_units(named_units(model), spec.split_points)

@@ -18,12 +18,14 @@ from tqdm import tqdm
 
 from distree_mqtt.data import DatasetSplits, DataSpec, ImageSet, load_dataset
 from distree_mqtt.data.camera_like import camera_like
+from distree_mqtt.model.conv_groups import init_whitening
 from distree_mqtt.model.input_spec import InputSpec
 from distree_mqtt.model.losses import FeatureProjectors, LossWeights, multi_exit_loss
-from distree_mqtt.model.multi_exit import MultiExitNetwork
+from distree_mqtt.model.multi_exit import ExitOutput, MultiExitNetwork
 from distree_mqtt.model.spec import ModelSpec, build_network
 
 CHECKPOINT_NAME = "checkpoint.pt"
+WHITENING_SAMPLE = 5000  # training images the conv_groups stem's patch statistics come from
 
 
 class OptimisationSpec(BaseModel):
@@ -52,11 +54,21 @@ class OptimisationSpec(BaseModel):
     )
     crop_padding: int = Field(4, title="Random-crop padding in pixels (0 disables)", ge=0)
     horizontal_flip: bool = Field(True, title="Random horizontal flips (off for digits)")
+    cutout: int = Field(
+        0, title="Side of a square set to the mean colour at a random place in each image (0 disables)", ge=0
+    )
     freeze_backbone: bool = Field(False, title="Train only the exit heads")
     pretrained: bool = Field(False, title="Start torchvision backbones from pretrained weights")
     seed: int = Field(0, title="Seed of initialisation, shuffling and augmentation")
     threads: int = Field(2, title="CPU threads for torch", ge=1)
     channels_last: bool = Field(True, title="Use channels-last memory layout (faster CPU convs)")
+    autocast_bf16: bool = Field(
+        False,
+        title=(
+            "Run the forward pass in bfloat16 autocast (weights and losses stay float32): about "
+            "1.8x faster on CPUs with AVX-512 BF16 or AMX, and on recent GPUs"
+        ),
+    )
 
 
 class TrainConfig(BaseModel):
@@ -116,6 +128,23 @@ def random_crop_flip(
         mask = torch.rand(batch, generator=generator) < 0.5
         images = torch.where(mask[:, None, None, None], images.flip(3), images)
     return images
+
+
+def random_cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Cutout (DeVries and Taylor, 2017): zero a size x size square of each normalised image at a
+    random centre (clipped at the borders), vectorised over the batch."""
+    batch, _, height, width = images.shape
+    centres = torch.stack(
+        [
+            torch.randint(0, height, (batch,), generator=generator),
+            torch.randint(0, width, (batch,), generator=generator),
+        ]
+    )
+    starts = centres - size // 2
+    rows = torch.arange(height)[None, :] - starts[0][:, None]
+    cols = torch.arange(width)[None, :] - starts[1][:, None]
+    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    return images.masked_fill(inside[:, None], 0.0)
 
 
 def _epoch_training_set(data: DatasetSplits, seed: int, epoch: int) -> ImageSet:
@@ -192,6 +221,10 @@ def train(
         )
     input_spec = InputSpec.from_images(data.train.images, data.class_names)
     network = build_network(config.model, pretrained=options.pretrained)
+    if config.model.backbone == "conv_groups":
+        # Deterministic from the data, so a resumed run recomputes the same stem it saved.
+        sample = input_spec.normalise(torch.from_numpy(data.train.images[:WHITENING_SAMPLE]))
+        init_whitening(network.stage(0).body[0][0], sample)  # type: ignore[index]
     projectors = FeatureProjectors(network.embedding_dims)
     if options.freeze_backbone:
         for index in range(network.num_stages):
@@ -257,9 +290,15 @@ def train(
             images = torch.from_numpy(epoch_set.images[batch_index])
             labels = torch.from_numpy(epoch_set.labels[batch_index])
             images = random_crop_flip(images, options.crop_padding, options.horizontal_flip, generator)
-            batch = input_spec.normalise(images).to(compute).contiguous(memory_format=memory_format)
+            batch = input_spec.normalise(images)
+            if options.cutout > 0:
+                batch = random_cutout(batch, options.cutout, generator)
+            batch = batch.to(compute).contiguous(memory_format=memory_format)
             labels = labels.to(compute)
-            outputs = network(batch)
+            with torch.autocast(compute.type, dtype=torch.bfloat16, enabled=options.autocast_bf16):
+                outputs = network(batch)
+            if options.autocast_bf16:
+                outputs = [ExitOutput(o.logits.float(), o.embedding.float()) for o in outputs]
             breakdown = multi_exit_loss(outputs, labels, weights, projectors)
             optimiser.zero_grad(set_to_none=True)
             breakdown.total.backward()

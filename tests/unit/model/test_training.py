@@ -5,14 +5,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from distree_mqtt.model.training import TrainConfig, exit_accuracies, random_crop_flip, train
+from distree_mqtt.model.training import TrainConfig, exit_accuracies, random_crop_flip, random_cutout, train
 
 
-def _config(**train_overrides) -> TrainConfig:
+def _config(model_overrides: dict | None = None, **train_overrides) -> TrainConfig:
+    model = {"depth": 10, "widen_factor": 1, "input_shape": [1, 28, 28], "head_widths": [8, 16]}
     return TrainConfig.model_validate(
         {
             "name": "tiny",
-            "model": {"depth": 10, "widen_factor": 1, "input_shape": [1, 28, 28], "head_widths": [8, 16]},
+            "model": model | (model_overrides or {}),
             "data": {"name": "mnist", "train_limit": 2000},
             "train": {
                 "epochs": 3,
@@ -84,6 +85,19 @@ def test_random_crop_keeps_shape_and_content() -> None:
     assert random_crop_flip(images, 0, False, torch.Generator()).equal(images)
 
 
+def test_cutout_blanks_one_square_per_image_clipped_at_the_border() -> None:
+    images = torch.ones(200, 3, 10, 10)
+    blanked = random_cutout(images, 4, torch.Generator().manual_seed(0))
+    zeros = (blanked == 0).all(dim=1)  # every channel of a pixel, or none
+    assert torch.equal(zeros, (blanked == 0).any(dim=1))
+    counts = zeros.sum(dim=(1, 2))
+    assert counts.max() == 16 and counts.min() >= 4  # a full square, or a corner of one
+    for mask in zeros[:20]:
+        rows, cols = mask.nonzero(as_tuple=True)
+        assert len(rows) == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)  # a rectangle
+    assert random_cutout(images, 0, torch.Generator()).equal(images)
+
+
 def test_a_run_can_be_extended_by_a_warm_restart_but_not_by_rewriting_its_schedule(tmp_path: Path) -> None:
     train(_config(epochs=1, warmup_epochs=0.5), tmp_path, show_progress=False)
     with pytest.raises(ValueError, match="another config"):
@@ -93,3 +107,14 @@ def test_a_run_can_be_extended_by_a_warm_restart_but_not_by_rewriting_its_schedu
     assert [record["epoch"] for record in extended.history] == [1, 2]
     with pytest.raises(ValueError, match="add up to"):
         _config(epochs=3, lr_cycles=[1, 1])
+
+
+def test_conv_groups_train_in_bfloat16_autocast_and_whiten_their_stem(tmp_path: Path) -> None:
+    conv_groups = {"backbone": "conv_groups", "group_widths": [8, 16, 16]}
+    config = _config(conv_groups, epochs=2, autocast_bf16=True, learning_rate=0.1)
+    trained = train(config, tmp_path, show_progress=False)
+    stem = trained.network.stage(0).body[0][0]
+    assert stem.weight.abs().sum() > 0 and torch.equal(stem.weight[4:], -stem.weight[:4])
+    assert all(p.dtype == torch.float32 for p in trained.network.parameters())  # bf16 only in compute
+    accuracies = exit_accuracies(trained.network, trained.data.test, trained.input_spec)
+    assert accuracies[-1] > 0.5  # chance is 0.1

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distree_mqtt.model import ModelSpec, build_network
+from distree_mqtt.model.conv_groups import init_whitening, whitening_stem
+from distree_mqtt.model.flops import stage_costs
+
+
+def test_conv_group_stages_chain_for_gray_and_rgb() -> None:
+    for input_shape in [(3, 32, 32), (1, 28, 28)]:
+        spec = ModelSpec(backbone="conv_groups", group_widths=[8, 16, 32], input_shape=input_shape)
+        network = build_network(spec).eval()
+        shapes = [tuple(f.shape[1:]) for _, f, _ in network.iter_exits(torch.randn(2, *input_shape))]
+        side = input_shape[1] - 1  # the 2x2 stem has no padding; every group halves
+        assert shapes == [(8, side // 2, side // 2), (16, side // 4, side // 4), (32, side // 8, side // 8)]
+        assert [tuple(o.logits.shape) for o in network(torch.randn(2, *input_shape))] == [(2, 10)] * 3
+
+
+def test_whitening_stem_decorrelates_patches() -> None:
+    generator = torch.Generator().manual_seed(0)
+    # Strongly correlated channels and neighbouring pixels, as in real images.
+    base = torch.randn(64, 1, 17, 17, generator=generator).cumsum(-1).cumsum(-2)
+    images = torch.cat([base, 0.5 * base + 0.1 * torch.randn(64, 1, 17, 17, generator=generator)], 1)
+    stem = whitening_stem(2)
+    init_whitening(stem, images, eps=0.0)
+    responses = stem(images)[:, : stem.out_channels // 2].permute(0, 2, 3, 1).reshape(-1, 8).double()
+    covariance = responses.T @ responses / len(responses)
+    assert torch.allclose(covariance, torch.eye(8, dtype=torch.float64), atol=1e-2)
+    assert torch.equal(stem.weight[8:], -stem.weight[:8])
+    assert not stem.weight.requires_grad  # fixed by the data, not trained
+
+
+def test_stage_blocks_cut_conv_groups_and_bad_widths_are_refused() -> None:
+    spec = ModelSpec(backbone="conv_groups", group_widths=[8, 16, 16, 32], stage_blocks=[2, 1, 1])
+    costs = stage_costs(build_network(spec), spec.input_shape)
+    even = ModelSpec(backbone="conv_groups", group_widths=[8, 16, 16, 32], stage_blocks=[1, 2, 1])
+    assert costs[0].body_macs > stage_costs(build_network(even), even.input_shape)[0].body_macs
+    with pytest.raises(ValueError, match="add up to the 4 blocks"):
+        ModelSpec(backbone="conv_groups", group_widths=[8, 16, 16, 32], stage_blocks=[1, 1, 1])
+    with pytest.raises(ValueError, match="at least one per stage"):
+        ModelSpec(backbone="conv_groups", group_widths=[8, 16])
