@@ -118,3 +118,13 @@ def test_conv_groups_train_in_bfloat16_autocast_and_whiten_their_stem(tmp_path: 
     assert all(p.dtype == torch.float32 for p in trained.network.parameters())  # bf16 only in compute
     accuracies = exit_accuracies(trained.network, trained.data.test, trained.input_spec)
     assert accuracies[-1] > 0.5  # chance is 0.1
+
+
+TRAIN_CONFIGS = sorted((Path(__file__).parents[3] / "configs" / "train").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_training_config_is_valid(path: Path) -> None:
+    assert len(TRAIN_CONFIGS) >= 3  # mnist, cifar10 and the conv-group alternative
+    config = TrainConfig.from_toml(path)
+    assert config.name and config.train.epochs >= 1
