@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import itertools
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 from torch import nn
 
 from distree_mqtt.model.conv_groups import conv_group_units
@@ -76,6 +83,15 @@ class ModelSpec(BaseModel):
         if self.head_widths is not None and len(self.head_widths) != self.num_stages - 1:
             raise ValueError(f"head_widths needs {self.num_stages - 1} entries (one per early exit)")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_other_backbones_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Bundles hash this dump: a field added for one backbone must not change the identity
+        # (and so the content hash) of bundles of the others.
+        data: dict[str, Any] = handler(self)
+        if self.backbone != "conv_groups":
+            data.pop("group_widths", None)
+        return data
 
     @property
     def backbone_blocks(self) -> int:

@@ -41,3 +41,11 @@ def test_stage_blocks_cut_conv_groups_and_bad_widths_are_refused() -> None:
         ModelSpec(backbone="conv_groups", group_widths=[8, 16, 16, 32], stage_blocks=[1, 1, 1])
     with pytest.raises(ValueError, match="at least one per stage"):
         ModelSpec(backbone="conv_groups", group_widths=[8, 16])
+
+
+def test_conv_group_fields_stay_out_of_other_backbones_identity() -> None:
+    # Bundles hash this dump; adding the conv_groups fields must not change older bundles' hashes.
+    assert "group_widths" not in ModelSpec(depth=10).model_dump()
+    spec = ModelSpec(backbone="conv_groups", group_widths=[8, 16, 32])
+    assert spec.model_dump()["group_widths"] == [8, 16, 32]
+    assert ModelSpec.model_validate_json(spec.model_dump_json()) == spec
