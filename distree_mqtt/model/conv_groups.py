@@ -49,6 +49,14 @@ def conv_group_units(group_widths: list[int], in_channels: int) -> list[nn.Modul
     return units
 
 
+def stem_of(first_body: nn.Module) -> nn.Conv2d:
+    """The whitening convolution at the head of stage 0's body (built by conv_group_units)."""
+    stem = first_body[0][0]  # type: ignore[index]
+    if not isinstance(stem, nn.Conv2d):
+        raise TypeError("stage 0 does not start with a conv_groups whitening stem")
+    return stem
+
+
 @torch.no_grad()
 def init_whitening(stem: nn.Conv2d, images: torch.Tensor, eps: float = 5e-4) -> None:
     """Set the stem to whiten 2x2 patches of normalised (N, C, H, W) training images.

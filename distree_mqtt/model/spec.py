@@ -68,7 +68,7 @@ class ModelSpec(BaseModel):
         elif self.backbone == "wide_resnet" and (self.depth - 4) % 6 != 0:
             raise ValueError(f"wide_resnet depth must be 6n+4 (10, 16, 22, 28, ...), got {self.depth}")
         elif self.backbone == "conv_groups" and (
-            not self.group_widths or min(self.group_widths) < 1 or self.num_stages > len(self.group_widths)
+            self.num_stages > len(self.group_widths) or min(self.group_widths) < 1
         ):
             raise ValueError(
                 f"conv_groups needs positive group_widths, at least one per stage ({self.num_stages})"
@@ -103,25 +103,24 @@ class ModelSpec(BaseModel):
 
 def _stage_bodies(spec: ModelSpec, pretrained: bool) -> tuple[list[nn.Module], bool]:
     """The backbone cut into stage bodies, and whether its stages end pre-activation."""
-    if spec.backbone in ("wide_resnet", "conv_groups"):
-        if spec.backbone == "wide_resnet":
-            units = wide_resnet_units(spec.depth, spec.widen_factor, spec.input_shape[0])
-        else:
-            units = conv_group_units(spec.group_widths, spec.input_shape[0])
-        stem, blocks = units[0], units[1:]
-        if spec.stage_blocks is not None:
-            cuts = [0, *itertools.accumulate(spec.stage_blocks)]
-        else:
-            cuts = [0, *even_split_points(len(blocks), spec.num_stages), len(blocks)]
-        groups = [blocks[a:b] for a, b in itertools.pairwise(cuts)]
-        groups[0] = [stem, *groups[0]]
-        bodies: list[nn.Module] = [nn.Sequential(*group) for group in groups]
-        # Residual blocks end in an un-normalised sum; conv groups end in BN -> GELU.
-        return bodies, spec.backbone == "wide_resnet"
-    assert spec.torchvision_name is not None
-    model = load_torchvision_model(spec.torchvision_name, pretrained)
-    groups = split_named_units(named_units(model), spec.split_points)
-    return [nn.Sequential(*group) for group in groups], False
+    if spec.backbone == "torchvision":
+        assert spec.torchvision_name is not None
+        model = load_torchvision_model(spec.torchvision_name, pretrained)
+        groups = split_named_units(named_units(model), spec.split_points)
+        return [nn.Sequential(*group) for group in groups], False
+    if spec.backbone == "wide_resnet":
+        units = wide_resnet_units(spec.depth, spec.widen_factor, spec.input_shape[0])
+    else:
+        units = conv_group_units(spec.group_widths, spec.input_shape[0])
+    stem, blocks = units[0], units[1:]
+    if spec.stage_blocks is not None:
+        cuts = [0, *itertools.accumulate(spec.stage_blocks)]
+    else:
+        cuts = [0, *even_split_points(len(blocks), spec.num_stages), len(blocks)]
+    unit_groups = [blocks[a:b] for a, b in itertools.pairwise(cuts)]
+    unit_groups[0] = [stem, *unit_groups[0]]
+    # Residual blocks end in an un-normalised sum; conv groups end in BN -> GELU.
+    return [nn.Sequential(*group) for group in unit_groups], spec.backbone == "wide_resnet"
 
 
 def build_network(spec: ModelSpec, pretrained: bool = False) -> MultiExitNetwork:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from distree_mqtt.data import DatasetSplits, DataSpec, ImageSet, load_dataset
 from distree_mqtt.data.camera_like import camera_like
-from distree_mqtt.model.conv_groups import init_whitening
+from distree_mqtt.model.conv_groups import init_whitening, stem_of
 from distree_mqtt.model.input_spec import InputSpec
 from distree_mqtt.model.losses import FeatureProjectors, LossWeights, multi_exit_loss
 from distree_mqtt.model.multi_exit import ExitOutput, MultiExitNetwork
@@ -224,7 +224,7 @@ def train(
     if config.model.backbone == "conv_groups":
         # Deterministic from the data, so a resumed run recomputes the same stem it saved.
         sample = input_spec.normalise(torch.from_numpy(data.train.images[:WHITENING_SAMPLE]))
-        init_whitening(network.stage(0).body[0][0], sample)  # type: ignore[index]
+        init_whitening(stem_of(network.stage(0).body), sample)
     projectors = FeatureProjectors(network.embedding_dims)
     if options.freeze_backbone:
         for index in range(network.num_stages):

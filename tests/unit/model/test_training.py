@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from distree_mqtt.model.conv_groups import stem_of
 from distree_mqtt.model.training import TrainConfig, exit_accuracies, random_crop_flip, random_cutout, train
 
 
@@ -113,7 +114,7 @@ def test_conv_groups_train_in_bfloat16_autocast_and_whiten_their_stem(tmp_path: 
     conv_groups = {"backbone": "conv_groups", "group_widths": [8, 16, 16]}
     config = _config(conv_groups, epochs=2, autocast_bf16=True, learning_rate=0.1)
     trained = train(config, tmp_path, show_progress=False)
-    stem = trained.network.stage(0).body[0][0]
+    stem = stem_of(trained.network.stage(0).body)
     assert stem.weight.abs().sum() > 0 and torch.equal(stem.weight[4:], -stem.weight[:4])
     assert all(p.dtype == torch.float32 for p in trained.network.parameters())  # bf16 only in compute
     accuracies = exit_accuracies(trained.network, trained.data.test, trained.input_spec)
