@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import shutil
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -141,7 +144,10 @@ def load_image_folder(spec: DataSpec) -> DatasetSplits:
         if (root / "test").is_dir():
             arrays["test_images"], arrays["test_labels"] = _read_folder(root / "test", class_names, spec)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, class_names=np.array(class_names), **arrays)
+        # Written aside and renamed, so a concurrent run never reads a half-written cache.
+        partial = cache.with_name(f"{cache.stem}.{os.getpid()}.partial.npz")
+        np.savez(partial, class_names=np.array(class_names), **arrays)
+        partial.replace(cache)
     images, labels = arrays["train_images"], arrays["train_labels"].astype(np.int64)
     if "test_images" in arrays:
         test = ImageSet(arrays["test_images"], arrays["test_labels"].astype(np.int64))
@@ -167,11 +173,19 @@ def _materialise(path: Path, cache_dir: Path) -> Path:
     if not path.is_file() or not path.name.endswith((".tar.gz", ".tgz", ".tar")):
         raise ValueError(f"{path}: not a folder or a .tar.gz archive")
     target = cache_dir / "extracted" / _fingerprint(path)
-    if not (target / ".complete").exists():
-        target.mkdir(parents=True, exist_ok=True)
+    if not target.is_dir():
+        # Extracted aside and renamed into place: concurrent runs (training beside an evaluation)
+        # never see a half-extracted tree; the one that loses the race drops its copy.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent))
         with tarfile.open(path) as archive:
-            archive.extractall(target, filter="data")
-        (target / ".complete").touch()
+            archive.extractall(partial, filter="data")
+        try:
+            partial.rename(target)
+        except OSError:
+            if not target.is_dir():
+                raise
+            shutil.rmtree(partial, ignore_errors=True)
     return _single_child_root(target)
 
 

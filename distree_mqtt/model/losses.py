@@ -34,6 +34,29 @@ class LossBreakdown:
     feature_transfer: float
 
 
+class _ScaleGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale  # type: ignore[attr-defined]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.scale, None  # type: ignore[attr-defined]
+
+
+def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Identity forward; the gradient flowing back through it is multiplied by `scale`.
+
+    Between a stage's body and its early exit head this is the "gradient equilibrium" of
+    multi-exit training: an early head still learns at full rate, but pulls less on the shared
+    backbone, whose features the later exits need (0 trains the head on fixed features).
+    """
+    if scale == 1.0:
+        return x
+    return _ScaleGradient.apply(x, scale)  # type: ignore[no-any-return]
+
+
 class FeatureProjectors(nn.Module):
     """Training-only maps from each early exit's embedding into the final exit's space."""
 

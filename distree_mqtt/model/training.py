@@ -20,7 +20,7 @@ from distree_mqtt.data import DatasetSplits, DataSpec, ImageSet, load_dataset
 from distree_mqtt.data.camera_like import camera_like
 from distree_mqtt.model.conv_groups import init_whitening, stem_of
 from distree_mqtt.model.input_spec import InputSpec
-from distree_mqtt.model.losses import FeatureProjectors, LossWeights, multi_exit_loss
+from distree_mqtt.model.losses import FeatureProjectors, LossWeights, multi_exit_loss, scale_gradient
 from distree_mqtt.model.multi_exit import ExitOutput, MultiExitNetwork
 from distree_mqtt.model.spec import ModelSpec, build_network
 
@@ -57,6 +57,13 @@ class OptimisationSpec(BaseModel):
     cutout: int = Field(
         0, title="Side of a square set to the mean colour at a random place in each image (0 disables)", ge=0
     )
+    exit_gradient_scales: list[float] | None = Field(
+        None,
+        title=(
+            "Per early exit: the share of its loss gradient that reaches the backbone (1 = all, "
+            "the default; smaller lets early exits disturb the features later exits need less)"
+        ),
+    )
     freeze_backbone: bool = Field(False, title="Train only the exit heads")
     pretrained: bool = Field(False, title="Start torchvision backbones from pretrained weights")
     seed: int = Field(0, title="Seed of initialisation, shuffling and augmentation")
@@ -91,6 +98,11 @@ class TrainConfig(BaseModel):
         weights = self.train.exit_weights
         if weights is not None and len(weights) != self.model.num_stages:
             raise ValueError(f"train.exit_weights needs {self.model.num_stages} entries")
+        scales = self.train.exit_gradient_scales
+        if scales is not None and (len(scales) != self.model.num_stages - 1 or min(scales) < 0):
+            raise ValueError(
+                f"train.exit_gradient_scales needs {self.model.num_stages - 1} entries >= 0 (one per early exit)"
+            )
         return self
 
     @classmethod
@@ -145,6 +157,20 @@ def random_cutout(images: torch.Tensor, size: int, generator: torch.Generator) -
     cols = torch.arange(width)[None, :] - starts[1][:, None]
     inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
     return images.masked_fill(inside[:, None], 0.0)
+
+
+def training_forward(
+    network: MultiExitNetwork, batch: torch.Tensor, gradient_scales: list[float]
+) -> list[ExitOutput]:
+    """The network's forward pass with each early head's gradient into the backbone scaled."""
+    outputs: list[ExitOutput] = []
+    features = batch
+    for index in range(network.num_stages):
+        stage = network.stage(index)
+        features = stage.body(features)
+        scale = gradient_scales[index] if index < len(gradient_scales) else 1.0
+        outputs.append(stage.head(scale_gradient(features, scale)))
+    return outputs
 
 
 def _epoch_training_set(data: DatasetSplits, seed: int, epoch: int) -> ImageSet:
@@ -296,7 +322,7 @@ def train(
             batch = batch.to(compute).contiguous(memory_format=memory_format)
             labels = labels.to(compute)
             with torch.autocast(compute.type, dtype=torch.bfloat16, enabled=options.autocast_bf16):
-                outputs = network(batch)
+                outputs = training_forward(network, batch, options.exit_gradient_scales or [])
             if options.autocast_bf16:
                 outputs = [ExitOutput(o.logits.float(), o.embedding.float()) for o in outputs]
             breakdown = multi_exit_loss(outputs, labels, weights, projectors)

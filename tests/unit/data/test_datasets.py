@@ -55,6 +55,23 @@ def test_image_folder_from_a_directory_and_a_tarball(tmp_path: Path) -> None:
         archive.add(tmp_path / "pets", arcname="pets")
     from_tar = load_dataset(spec.model_copy(update={"path": tmp_path / "pets.tar.gz"}))
     assert np.array_equal(from_tar.test.images, splits.test.images)
+    # Extracted and cached by rename: nothing half-written is left beside the finished copies.
+    extracted = list((tmp_path / "cache" / "extracted").iterdir())
+    assert len(extracted) == 1 and (extracted[0] / "pets" / "train" / "cat").is_dir()
+    assert not list((tmp_path / "cache").glob("*partial*"))
+
+
+def test_an_archive_already_extracted_by_another_run_is_reused(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "pets", per_class=60)
+    with tarfile.open(tmp_path / "pets.tar.gz", "w:gz") as archive:
+        archive.add(tmp_path / "pets", arcname="pets")
+    spec = DataSpec(name="imagefolder", path=tmp_path / "pets.tar.gz", val_size=100, cache_dir=tmp_path / "c")
+    first = load_dataset(spec)
+    for cached in (tmp_path / "c").glob("*.npz"):
+        cached.unlink()  # force a second read of the extracted tree
+    second = load_dataset(spec)
+    assert np.array_equal(first.train.images, second.train.images)
+    assert len(list((tmp_path / "c" / "extracted").iterdir())) == 1
 
 
 def test_image_folder_errors_are_clear(tmp_path: Path) -> None:

@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from distree_mqtt.model.conv_groups import stem_of
-from distree_mqtt.model.training import TrainConfig, exit_accuracies, random_crop_flip, random_cutout, train
+from distree_mqtt.model.losses import scale_gradient
+from distree_mqtt.model.spec import ModelSpec, build_network
+from distree_mqtt.model.training import (
+    TrainConfig,
+    exit_accuracies,
+    random_crop_flip,
+    random_cutout,
+    train,
+    training_forward,
+)
 
 
 def _config(model_overrides: dict | None = None, **train_overrides) -> TrainConfig:
@@ -129,3 +138,45 @@ def test_every_shipped_training_config_is_valid(path: Path) -> None:
     assert len(TRAIN_CONFIGS) >= 3  # mnist, cifar10 and the conv-group alternative
     config = TrainConfig.from_toml(path)
     assert config.name and config.train.epochs >= 1
+
+
+def test_scale_gradient_is_the_identity_forward_and_scales_the_gradient_back() -> None:
+    x = torch.randn(4, 3, requires_grad=True)
+    y = scale_gradient(x, 0.25)
+    assert torch.equal(y, x)
+    (y * 2).sum().backward()
+    assert torch.allclose(x.grad, torch.full_like(x, 0.5))
+
+
+def test_exit_gradient_scales_keep_early_exits_off_the_backbone_but_train_their_heads() -> None:
+    torch.manual_seed(0)
+    spec = ModelSpec(depth=10, widen_factor=1, input_shape=(1, 12, 12), head_widths=[4, 4])
+    network = build_network(spec)
+    batch = torch.randn(6, 1, 12, 12)
+
+    def grads(scales: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        network.zero_grad()
+        outputs = training_forward(network, batch, scales)
+        outputs[0].logits.sum().backward()  # only exit 0's loss
+        stem = next(network.stage(0).body.parameters())
+        head = next(network.stage(0).head.parameters())
+        return stem.grad.clone(), head.grad.clone()
+
+    full_body, full_head = grads([1.0, 1.0])
+    quarter_body, quarter_head = grads([0.25, 1.0])
+    none_body, none_head = grads([0.0, 1.0])
+    assert full_body.abs().sum() > 0
+    assert torch.allclose(quarter_body, 0.25 * full_body, atol=1e-6)
+    assert torch.count_nonzero(none_body) == 0
+    assert torch.allclose(full_head, quarter_head) and torch.allclose(full_head, none_head)
+    # The forward pass is the network's own.
+    network.eval()
+    for mine, theirs in zip(training_forward(network, batch, [0.0, 0.0]), network(batch), strict=True):
+        assert torch.equal(mine.logits, theirs.logits)
+
+
+def test_exit_gradient_scales_need_one_entry_per_early_exit() -> None:
+    with pytest.raises(ValueError, match="exit_gradient_scales needs 2 entries"):
+        _config(exit_gradient_scales=[0.5])
+    with pytest.raises(ValueError, match="exit_gradient_scales"):
+        _config(exit_gradient_scales=[0.5, -1.0])
