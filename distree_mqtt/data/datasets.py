@@ -178,14 +178,17 @@ def _materialise(path: Path, cache_dir: Path) -> Path:
         # never see a half-extracted tree; the one that loses the race drops its copy.
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent))
-        with tarfile.open(path) as archive:
-            archive.extractall(partial, filter="data")
         try:
+            with tarfile.open(path) as archive:
+                archive.extractall(partial, filter="data")
             partial.rename(target)
+        except tarfile.TarError:
+            raise ValueError(f"{path}: not a readable tar archive") from None
         except OSError:
             if not target.is_dir():
                 raise
-            shutil.rmtree(partial, ignore_errors=True)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)  # gone after the rename; else a leftover
     return _single_child_root(target)
 
 

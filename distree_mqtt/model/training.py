@@ -99,7 +99,7 @@ class TrainConfig(BaseModel):
         if weights is not None and len(weights) != self.model.num_stages:
             raise ValueError(f"train.exit_weights needs {self.model.num_stages} entries")
         scales = self.train.exit_gradient_scales
-        if scales is not None and (len(scales) != self.model.num_stages - 1 or min(scales) < 0):
+        if scales is not None and (len(scales) != self.model.num_stages - 1 or any(s < 0 for s in scales)):
             raise ValueError(
                 f"train.exit_gradient_scales needs {self.model.num_stages - 1} entries >= 0 (one per early exit)"
             )

@@ -74,6 +74,14 @@ def test_an_archive_already_extracted_by_another_run_is_reused(tmp_path: Path) -
     assert len(list((tmp_path / "c" / "extracted").iterdir())) == 1
 
 
+def test_a_broken_archive_leaves_no_partial_extraction(tmp_path: Path) -> None:
+    (tmp_path / "broken.tar.gz").write_bytes(b"not a tar archive")
+    spec = DataSpec(name="imagefolder", path=tmp_path / "broken.tar.gz", cache_dir=tmp_path / "c")
+    with pytest.raises(ValueError, match=r"broken\.tar\.gz: not a readable tar archive"):
+        load_dataset(spec)
+    assert not list((tmp_path / "c" / "extracted").iterdir())
+
+
 def test_image_folder_errors_are_clear(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no class sub-folders"):

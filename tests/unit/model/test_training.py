@@ -180,3 +180,5 @@ def test_exit_gradient_scales_need_one_entry_per_early_exit() -> None:
         _config(exit_gradient_scales=[0.5])
     with pytest.raises(ValueError, match="exit_gradient_scales"):
         _config(exit_gradient_scales=[0.5, -1.0])
+    single = _config({"num_stages": 1, "head_widths": []}, exit_gradient_scales=[])
+    assert single.train.exit_gradient_scales == []  # no early exit, nothing to scale
