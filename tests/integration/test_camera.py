@@ -128,7 +128,12 @@ def test_motion_frames_run_the_network_and_answers_become_state_events_and_snaps
     late.subscribe(f"{topics.camera('porch')}/#", lambda m: retained.__setitem__(m.topic, m.payload))
     late.subscribe(topics.status("porch"), lambda m: retained.__setitem__(m.topic, m.payload))
     late.start()
-    time.sleep(0.5)
+    # Retained messages reach a new subscription before anything published after it: wait for a marker.
+    marker = f"{topics.camera('porch')}/test-marker"
+    late.publish_and_wait(marker, b"x")
+    deadline = time.monotonic() + 10
+    while marker not in retained and time.monotonic() < deadline:
+        time.sleep(0.05)
     late.stop()
     state = json.loads(retained[topics.camera_state("porch")])
     assert set(state) >= {"label", "class_name", "confidence", "exit_stage", "request_id", "at", "degraded"}

@@ -69,7 +69,11 @@ def orchestrator(broker, pipeline) -> Iterator[OrchestratorService]:
 
 def _retained_configs(broker_url: str, node_id: str) -> dict[str, bytes]:
     recorder = Recorder(broker_url)
-    time.sleep(0.5)  # retained messages arrive right after subscribing
+    # The broker sends a new subscription its retained messages before anything published later,
+    # so once a fresh marker arrives every retained config has too.
+    marker = f"homeassistant/distree_marker/{next(_names)}"
+    recorder.transport.publish_and_wait(marker, b"x")
+    recorder.wait_for(marker, 1)
     recorder.stop()
     return {
         message.topic: message.payload
@@ -110,9 +114,12 @@ def test_orchestrator_publishes_discovery_republishes_on_birth_and_remove_clears
         admin.publish_and_wait("homeassistant/status", "online")  # Home Assistant restarted
         recorder.wait_for(config, 2)
         recorder.wait_for(device_config, 2)
+
+        admin.publish_and_wait(topics.device_info("gw-1"), b"", retain=True)  # withdrawn with its config
+        # the orchestrator clears the config when it handles the withdrawal, after the publish returns
+        assert recorder.wait_for(device_config, 3)[-1] == b""
     finally:
         recorder.stop()
-    admin.publish_and_wait(topics.device_info("gw-1"), b"", retain=True)  # withdrawn with its config
     assert set(_retained_configs(broker.url, node_id)) == {config}
 
     # a camera's per-component config, left by another process, and someone else's config
