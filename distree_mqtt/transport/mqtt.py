@@ -56,6 +56,32 @@ def _filter_for_matching(topic_filter: str) -> str:
     return topic_filter
 
 
+def tls_context(settings: BrokerSettings) -> ssl.SSLContext:
+    """The client's TLS context: the CA to trust and, for mutual TLS, its own certificate.
+    A file that is missing or not PEM is a one-line error naming the setting and the file,
+    not ssl's bare "PEM lib"."""
+    try:
+        context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+    except (OSError, ssl.SSLError) as error:
+        raise ValueError(
+            f"broker.ca_file {settings.ca_file}: cannot load a PEM CA bundle ({error})"
+        ) from None
+    if settings.cert_file is None:
+        if settings.key_file is not None:
+            raise ValueError("broker.key_file is set without broker.cert_file")
+        return context
+    try:
+        context.load_cert_chain(
+            str(settings.cert_file), str(settings.key_file) if settings.key_file else None
+        )
+    except (OSError, ssl.SSLError) as error:
+        files = f"{settings.cert_file}" + (f" with key {settings.key_file}" if settings.key_file else "")
+        raise ValueError(
+            f"broker.cert_file {files}: cannot load a PEM client certificate and its key ({error})"
+        ) from None
+    return context
+
+
 class MqttTransport(Transport):
     MAX_QUEUED_MESSAGES = 10_000
 
@@ -94,12 +120,7 @@ class MqttTransport(Transport):
         if self._endpoint.username is not None:
             self._client.username_pw_set(self._endpoint.username, self._endpoint.password)
         if self._endpoint.tls:
-            context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
-            if settings.cert_file is not None:
-                context.load_cert_chain(
-                    str(settings.cert_file), str(settings.key_file) if settings.key_file else None
-                )
-            self._client.tls_set_context(context)
+            self._client.tls_set_context(tls_context(settings))
         if will is not None:
             self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         # Quick first retries (a broker restart takes about a second), then backing off.

@@ -262,6 +262,107 @@ def test_a_client_that_does_not_trust_the_ca_cannot_connect(deployment: Deployme
     transport.stop()
 
 
+# -- mutual TLS ------------------------------------------------------------------------------
+class MutualTlsMosquitto(SecureMosquitto):
+    """The shipped config with `require_certificate true`: every client shows a certificate
+    the deployment's CA signed, on top of its password."""
+
+    name = "mosquitto (configs/mosquitto, mutual TLS)"
+
+    def derived_config(self) -> str:
+        text = super().derived_config()
+        assert "\nrequire_certificate false\n" in text, "mosquitto.conf changed: update this test"
+        return text.replace("\nrequire_certificate false\n", "\nrequire_certificate true\n")
+
+
+@pytest.fixture(scope="module")
+def mutual_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    if mosquitto_available() is None:
+        pytest.fail("integration tests need mosquitto (apt-get install mosquitto); .ci/run installs it")
+    _binary("openssl")
+    _binary("mosquitto_passwd")
+    workdir = tmp_path_factory.mktemp("mutual-tls-broker")
+    for command in (
+        [str(CONFIG_DIR / "make-certs.sh"), str(workdir), "127.0.0.1", "--client", "doorbell-stage0"],
+        # the same client name, signed by a CA the broker does not trust
+        [
+            str(CONFIG_DIR / "make-certs.sh"),
+            str(workdir / "rogue"),
+            "127.0.0.1",
+            "--client",
+            "doorbell-stage0",
+        ],
+        [str(CONFIG_DIR / "make-passwords.sh"), str(workdir)],
+    ):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    assert (workdir / "doorbell-stage0.key").stat().st_mode & 0o077 == 0, "client key readable by others"
+    shutil.copy(CONFIG_DIR / "acl", workdir / "acl")
+    with MutualTlsMosquitto(workdir) as broker:
+        yield Deployment(broker, workdir)
+
+
+def test_mutual_tls_admits_only_clients_with_a_certificate_the_ca_signed(mutual_tls: Deployment) -> None:
+    user = "doorbell-stage0"
+
+    def settings(certificates: Path | None) -> BrokerSettings:
+        files = {}
+        if certificates is not None:
+            files = {"cert_file": certificates / f"{user}.crt", "key_file": certificates / f"{user}.key"}
+        return BrokerSettings(
+            url=f"mqtts://{user}@127.0.0.1:{mutual_tls.port}",
+            ca_file=mutual_tls.ca_file,
+            password_file=mutual_tls.credential(user),
+            connect_attempts=1,
+            **files,
+        )
+
+    # The right password is not enough: no certificate, or one from another CA, is refused.
+    for certificates in (None, mutual_tls.workdir / "rogue"):
+        transport = MqttTransport(settings(certificates), client_id=f"refused-{time.monotonic_ns()}")
+        with pytest.raises(ConnectionError):
+            transport.start(wait_s=5)
+        transport.stop()
+
+    # With its own certificate the device connects and a message makes the round trip.
+    received: list[bytes] = []
+    arrived = threading.Event()
+    transport = MqttTransport(settings(mutual_tls.workdir), client_id=f"admitted-{time.monotonic_ns()}")
+    transport.subscribe("distree/home/status/+", lambda m: (received.append(m.payload), arrived.set()))
+    transport.start(wait_s=5)
+    try:
+        payload = f"online-{time.monotonic_ns()}"
+        transport.publish_and_wait(f"distree/home/status/{user}", payload)
+        assert arrived.wait(5) and payload.encode() in received
+    finally:
+        transport.stop()
+
+
+def test_unreadable_tls_files_are_one_line_errors_naming_the_file(mutual_tls: Deployment) -> None:
+    url = f"mqtts://doorbell-stage0@127.0.0.1:{mutual_tls.port}"
+    not_pem = mutual_tls.workdir / "acl"
+    cases = (
+        ({"ca_file": mutual_tls.workdir / "missing-ca.crt"}, "broker.ca_file"),
+        ({"cert_file": mutual_tls.workdir / "missing.crt"}, "broker.cert_file"),
+        ({"cert_file": not_pem}, "broker.cert_file"),
+        (  # a certificate with the wrong key
+            {
+                "cert_file": mutual_tls.workdir / "doorbell-stage0.crt",
+                "key_file": mutual_tls.workdir / "server.key",
+            },
+            "broker.cert_file",
+        ),
+        ({"key_file": mutual_tls.workdir / "doorbell-stage0.key"}, "broker.key_file"),
+    )
+    for files, setting in cases:
+        with pytest.raises(ValueError, match=setting) as raised:
+            MqttTransport(BrokerSettings(url=url, **files), client_id="unused")
+        assert "\n" not in str(raised.value)
+        named = files.get("cert_file") or files.get("ca_file")
+        if named is not None:
+            assert str(named) in str(raised.value)
+
+
 # -- authorisation ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Attempt:
