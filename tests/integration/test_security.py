@@ -460,6 +460,36 @@ def test_one_pipeline_cannot_reach_another(probes) -> None:
     assert probes["home-orchestrator"].publish("distree/home/control/policy", b"", retain=True).value == 0
 
 
+def test_discovery_writes_stay_within_each_components_own_home_assistant_devices(probes) -> None:
+    home_assistant = probes["homeassistant"]
+    home_assistant.subscribe("homeassistant/#")
+    allowed = [
+        _try(probes["home-orchestrator"], "homeassistant/device/distree_home/config", "{}"),
+        _try(probes["home-orchestrator"], "homeassistant/device/distree_home_minipc-stage1/config", "{}"),
+        _try(probes["home-orchestrator"], "homeassistant/sensor/distree_home/latency/config", "{}"),
+        _try(probes["doorbell-camera"], "homeassistant/device/distree_home_camera_doorbell/config", "{}"),
+        _try(probes["line1-camera"], "homeassistant/image/distree_factory_camera_line-1/snapshot/config"),
+    ]
+    for attempt in allowed:
+        assert attempt.reason.value == 0, (attempt.topic, attempt.reason)
+        assert home_assistant.wait_for(attempt.topic) == attempt.payload
+    refused = [
+        # another pipeline's devices
+        _try(probes["factory-orchestrator"], "homeassistant/device/distree_home/config", "{}"),
+        _try(probes["line1-camera"], "homeassistant/device/distree_home_camera_doorbell/config", "{}"),
+        # within the pipeline: a camera is not the orchestrator, nor another camera
+        _try(probes["doorbell-camera"], "homeassistant/device/distree_home/config", "{}"),
+        _try(probes["line1-camera"], "homeassistant/device/distree_factory_camera_line-2/config", "{}"),
+        # a device the orchestrator does not know, and other integrations' devices
+        _try(probes["home-orchestrator"], "homeassistant/device/distree_home_intruder/config", "{}"),
+        _try(probes["home-orchestrator"], "homeassistant/light/zigbee_lamp/light/config", "{}"),
+        _try(probes["doorbell-camera"], "homeassistant/device/zigbee_lamp/config", "{}"),
+        # and nobody but Home Assistant announces Home Assistant
+        _try(probes["home-orchestrator"], "homeassistant/status", "online"),
+    ]
+    _assert_refused_and_unseen(home_assistant, refused)
+
+
 # -- the real daemons with role credentials --------------------------------------------------
 def _write_settings(path: Path, deployment: Deployment, user: str, body: str, password_file: bool) -> Path:
     lines = [
