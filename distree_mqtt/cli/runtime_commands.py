@@ -170,6 +170,7 @@ def run_results(args: argparse.Namespace) -> int:
     transport = MqttTransport(settings.broker, client_id=f"distree-results-{id(done):x}")
     transport.subscribe(topics.all_results, show)
     transport.start()
+    print(f"listening on {topics.all_results}", file=sys.stderr, flush=True)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: done.set())
     done.wait()

@@ -102,7 +102,11 @@ def test_motion_frames_run_the_network_and_answers_become_state_events_and_snaps
         assert camera.wait(timeout_s=40), "the video did not end"
     finally:
         camera.stop()
-    time.sleep(0.5)
+    # `stopped` is the camera's last publish: once it is here, everything before it is too.
+    deadline = time.monotonic() + 10
+    while b"stopped" not in [m.payload for m in listener.on(topics.status("porch"))]:
+        assert time.monotonic() < deadline, "the camera's stopped status did not arrive"
+        time.sleep(0.05)
     listener.stop()
 
     frames = len(scene.frame_labels)

@@ -243,9 +243,11 @@ def test_infer_and_results_commands(cluster, tmp_path) -> None:
     tail = subprocess.Popen(
         [sys.executable, "-m", "distree_mqtt.cli.main", "results", *common, "--count", "3"],
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.5)  # let the tail subscribe first
+    assert tail.stderr is not None
+    assert tail.stderr.readline().startswith("listening on "), "the results tail did not subscribe"
     done = subprocess.run(
         [sys.executable, "-m", "distree_mqtt.cli.main", "infer", *common, *paths, "--deadline-ms", "5000"],
         capture_output=True,
