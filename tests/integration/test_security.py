@@ -106,25 +106,32 @@ class Deployment:
         return [path.read_text().strip() for path in sorted((self.workdir / "credentials").iterdir())]
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def _secure_workdir(tmp_path_factory: pytest.TempPathFactory, name: str, *cert_args: str) -> Path:
+    """Certificates, passwords and the ACL for a broker, made by the shipped scripts; a second
+    CA ("rogue") signs the same names for clients the broker must not trust."""
     if mosquitto_available() is None:
         pytest.fail("integration tests need mosquitto (apt-get install mosquitto); .ci/run installs it")
     _binary("openssl")
     _binary("mosquitto_passwd")
-    workdir = tmp_path_factory.mktemp("secure-broker")
+    workdir = tmp_path_factory.mktemp(name)
     for command in (
-        [str(CONFIG_DIR / "make-certs.sh"), str(workdir), "127.0.0.1", "localhost"],
-        [str(CONFIG_DIR / "make-certs.sh"), str(workdir / "rogue"), "127.0.0.1"],  # a CA nobody trusts
+        [str(CONFIG_DIR / "make-certs.sh"), str(workdir), "127.0.0.1", *cert_args],
+        [str(CONFIG_DIR / "make-certs.sh"), str(workdir / "rogue"), "127.0.0.1", *cert_args],
         [str(CONFIG_DIR / "make-passwords.sh"), str(workdir)],
     ):
         done = subprocess.run(command, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
     shutil.copy(CONFIG_DIR / "acl", workdir / "acl")
-    for path in (workdir / "server.key", workdir / "passwd", *(workdir / "credentials").iterdir()):
+    private = [workdir / "passwd", *workdir.glob("*.key"), *(workdir / "credentials").iterdir()]
+    for path in private:
         assert path.stat().st_mode & 0o077 == 0, f"{path.name} is readable by others"
-    with SecureMosquitto(workdir) as broker:
-        yield Deployment(broker, workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    with SecureMosquitto(_secure_workdir(tmp_path_factory, "secure-broker", "localhost")) as broker:
+        yield Deployment(broker, broker.workdir)
 
 
 # -- a plain paho client that reports reason codes ----------------------------------------
@@ -277,27 +284,7 @@ class MutualTlsMosquitto(SecureMosquitto):
 
 @pytest.fixture(scope="module")
 def mutual_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    if mosquitto_available() is None:
-        pytest.fail("integration tests need mosquitto (apt-get install mosquitto); .ci/run installs it")
-    _binary("openssl")
-    _binary("mosquitto_passwd")
-    workdir = tmp_path_factory.mktemp("mutual-tls-broker")
-    for command in (
-        [str(CONFIG_DIR / "make-certs.sh"), str(workdir), "127.0.0.1", "--client", "doorbell-stage0"],
-        # the same client name, signed by a CA the broker does not trust
-        [
-            str(CONFIG_DIR / "make-certs.sh"),
-            str(workdir / "rogue"),
-            "127.0.0.1",
-            "--client",
-            "doorbell-stage0",
-        ],
-        [str(CONFIG_DIR / "make-passwords.sh"), str(workdir)],
-    ):
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-    assert (workdir / "doorbell-stage0.key").stat().st_mode & 0o077 == 0, "client key readable by others"
-    shutil.copy(CONFIG_DIR / "acl", workdir / "acl")
+    workdir = _secure_workdir(tmp_path_factory, "mutual-tls-broker", "--client", "doorbell-stage0")
     with MutualTlsMosquitto(workdir) as broker:
         yield Deployment(broker, workdir)
 
