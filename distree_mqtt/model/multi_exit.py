@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -24,8 +25,11 @@ class ExitOutput:
 class ExitHead(nn.Module):
     """Classifier attached to a stage's output.
 
-    Early heads add one strided 3x3 convolution before pooling: a bare pool+linear on shallow
-    features is a weak classifier, and the convolution is cheap next to the stage it follows.
+    Early heads add one 3x3 convolution before pooling: a bare pool+linear on shallow features
+    is a weak classifier, and the convolution is cheap next to the stage it follows. On feature
+    maps larger than 8x8 it runs at half resolution, either strided or after a 2x2 max-pool
+    ("max_pool": on the CIFAR-10 conv-group net's 15x15 maps, 23% fewer MACs and a more
+    accurate first exit).
     """
 
     def __init__(
@@ -35,6 +39,7 @@ class ExitHead(nn.Module):
         width: int | None,
         spatial_size: int,
         preactivated: bool = True,
+        downsampling: Literal["strided_conv", "max_pool"] = "strided_conv",
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -43,7 +48,10 @@ class ExitHead(nn.Module):
             layers += [nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True)]
         embedding_dim = in_channels
         if width is not None:
-            stride = 2 if spatial_size > 8 else 1
+            halve = spatial_size > 8
+            if halve and downsampling == "max_pool":
+                layers.append(nn.MaxPool2d(2))
+            stride = 2 if halve and downsampling == "strided_conv" else 1
             layers += [
                 nn.Conv2d(in_channels, width, 3, stride, 1, bias=False),
                 nn.BatchNorm2d(width),

@@ -54,6 +54,13 @@ class ModelSpec(BaseModel):
     head_widths: list[int] | None = Field(
         None, title="Convolution width of each early exit head (default: twice the stage width)"
     )
+    exit_head_downsampling: Literal["strided_conv", "max_pool"] = Field(
+        "strided_conv",
+        title=(
+            "How an early exit head halves a feature map larger than 8x8: a stride-2 convolution, "
+            "or a 2x2 max-pool before it (cheaper; more accurate on the conv_groups CIFAR-10 net)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -91,6 +98,8 @@ class ModelSpec(BaseModel):
         data: dict[str, Any] = handler(self)
         if self.backbone != "conv_groups":
             data.pop("group_widths", None)
+        if self.exit_head_downsampling == "strided_conv":  # the default, older than the field
+            data.pop("exit_head_downsampling", None)
         return data
 
     @property
@@ -142,7 +151,14 @@ def build_network(spec: ModelSpec, pretrained: bool = False) -> MultiExitNetwork
             width = spec.head_widths[index]
         else:
             width = 2 * channels
-        head = ExitHead(channels, spec.num_classes, width, size, preactivated=preactivated)
+        head = ExitHead(
+            channels,
+            spec.num_classes,
+            width,
+            size,
+            preactivated=preactivated,
+            downsampling=spec.exit_head_downsampling,
+        )
         stages.append(Stage(body, head))
     return MultiExitNetwork(stages)
 

@@ -49,3 +49,23 @@ def test_conv_group_fields_stay_out_of_other_backbones_identity() -> None:
     spec = ModelSpec(backbone="conv_groups", group_widths=[8, 16, 32])
     assert spec.model_dump()["group_widths"] == [8, 16, 32]
     assert ModelSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+def test_max_pool_exit_heads_are_cheaper_and_chain_like_strided_ones() -> None:
+    strided = ModelSpec(backbone="conv_groups", group_widths=[16, 32, 48], head_widths=[32, 16])
+    pooled = strided.model_copy(update={"exit_head_downsampling": "max_pool"})
+    strided_costs = stage_costs(build_network(strided), strided.input_shape)
+    pooled_costs = stage_costs(build_network(pooled), pooled.input_shape)
+    # Stage 0 ends at 15x15: the strided head convolves to 8x8, the pooled one at 7x7.
+    assert strided_costs[0].head_macs == 8 * 8 * 9 * 16 * 32 + 32 * 10
+    assert pooled_costs[0].head_macs == 7 * 7 * 9 * 16 * 32 + 32 * 10
+    # Stage 1 ends at 7x7 (<= 8): neither halves it, so the heads are alike.
+    assert pooled_costs[1].head_macs == strided_costs[1].head_macs
+    assert [c.body_macs for c in pooled_costs] == [c.body_macs for c in strided_costs]
+    network = build_network(pooled).eval()
+    assert [tuple(o.logits.shape) for o in network(torch.randn(2, 3, 32, 32))] == [(2, 10)] * 3
+    # The default stays out of the dump (older bundles keep their hashes); the choice round-trips.
+    assert "exit_head_downsampling" not in strided.model_dump()
+    assert ModelSpec.model_validate_json(pooled.model_dump_json()) == pooled
+    with pytest.raises(ValueError, match="exit_head_downsampling"):
+        ModelSpec(exit_head_downsampling="average")
