@@ -28,8 +28,7 @@ class ExitHead(nn.Module):
     Early heads add one 3x3 convolution before pooling: a bare pool+linear on shallow features
     is a weak classifier, and the convolution is cheap next to the stage it follows. On feature
     maps larger than 8x8 it runs at half resolution, either strided or after a 2x2 max-pool
-    ("max_pool": on the CIFAR-10 conv-group net's 15x15 maps, 23% fewer MACs and a more
-    accurate first exit).
+    ("max_pool": on the CIFAR-10 conv-group net's 15x15 maps, 23% fewer MACs).
     """
 
     def __init__(

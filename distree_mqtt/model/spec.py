@@ -58,7 +58,7 @@ class ModelSpec(BaseModel):
         "strided_conv",
         title=(
             "How an early exit head halves a feature map larger than 8x8: a stride-2 convolution, "
-            "or a 2x2 max-pool before it (cheaper; more accurate on the conv_groups CIFAR-10 net)"
+            "or a 2x2 max-pool before it (cheaper)"
         ),
     )
 
