@@ -68,11 +68,19 @@ def tls_context(settings: BrokerSettings) -> ssl.SSLContext:
         ) from None
     if settings.cert_file is None:
         if settings.key_file is not None:
-            raise ValueError("broker.key_file is set without broker.cert_file")
+            raise ValueError(f"broker.key_file {settings.key_file} is set without broker.cert_file")
         return context
+
+    def no_passphrase() -> bytes:
+        # OpenSSL would otherwise prompt on a terminal a service does not have.
+        raise ValueError(
+            f"broker.key_file {settings.key_file or settings.cert_file} is encrypted: "
+            "a service cannot type its passphrase; store the key unencrypted with mode 0600"
+        )
+
     try:
         context.load_cert_chain(
-            str(settings.cert_file), str(settings.key_file) if settings.key_file else None
+            str(settings.cert_file), str(settings.key_file) if settings.key_file else None, no_passphrase
         )
     except (OSError, ssl.SSLError) as error:
         files = f"{settings.cert_file}" + (f" with key {settings.key_file}" if settings.key_file else "")

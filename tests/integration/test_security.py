@@ -341,13 +341,23 @@ def test_unreadable_tls_files_are_one_line_errors_naming_the_file(mutual_tls: De
         ),
         ({"key_file": mutual_tls.workdir / "doorbell-stage0.key"}, "broker.key_file"),
     )
+    encrypted = mutual_tls.workdir / "encrypted.key"
+    plain_key = str(mutual_tls.workdir / "doorbell-stage0.key")
+    done = subprocess.run(
+        ["openssl", "ec", "-in", plain_key, "-out", str(encrypted), "-aes256", "-passout", "pass:secret"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    cases += (
+        ({"cert_file": mutual_tls.workdir / "doorbell-stage0.crt", "key_file": encrypted}, "encrypted"),
+    )
     for files, setting in cases:
         with pytest.raises(ValueError, match=setting) as raised:
             MqttTransport(BrokerSettings(url=url, **files), client_id="unused")
         assert "\n" not in str(raised.value)
-        named = files.get("cert_file") or files.get("ca_file")
-        if named is not None:
-            assert str(named) in str(raised.value)
+        assert any(str(path) in str(raised.value) for path in files.values()), raised.value
 
 
 # -- authorisation ---------------------------------------------------------------------------
