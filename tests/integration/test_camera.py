@@ -19,6 +19,7 @@ from distree_mqtt.topics import Topics
 from distree_mqtt.transport import Message, MqttTransport
 from tests.integration.camera_scene import Scene, Segment, first_of_each_label, write_scene
 from tests.integration.test_pipeline import Cluster, _wait_until_online
+from tests.waiting import wait_for
 
 TEST_SET = load_dataset(DataSpec()).test
 DIGITS = [3, 7, 0]
@@ -103,10 +104,8 @@ def test_motion_frames_run_the_network_and_answers_become_state_events_and_snaps
     finally:
         camera.stop()
     # `stopped` is the camera's last publish: once it is here, everything before it is too.
-    deadline = time.monotonic() + 10
-    while b"stopped" not in [m.payload for m in listener.on(topics.status("porch"))]:
-        assert time.monotonic() < deadline, "the camera's stopped status did not arrive"
-        time.sleep(0.05)
+    stopped = topics.status("porch")
+    wait_for(lambda: b"stopped" in [m.payload for m in listener.on(stopped)], 10, "the camera's `stopped`")
     listener.stop()
 
     frames = len(scene.frame_labels)
@@ -135,9 +134,7 @@ def test_motion_frames_run_the_network_and_answers_become_state_events_and_snaps
     # Retained messages reach a new subscription before anything published after it: wait for a marker.
     marker = f"{topics.camera('porch')}/test-marker"
     late.publish_and_wait(marker, b"x")
-    deadline = time.monotonic() + 10
-    while marker not in retained and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: marker in retained, 10, "the marker after the retained messages")
     late.stop()
     state = json.loads(retained[topics.camera_state("porch")])
     assert set(state) >= {"label", "class_name", "confidence", "exit_stage", "request_id", "at", "degraded"}

@@ -24,15 +24,7 @@ from distree_mqtt.topics import Topics
 from distree_mqtt.transport import Message
 from distree_mqtt.wire import decode_envelope
 from tests.fakes import MemoryTransport
-
-
-def wait_for(condition, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
+from tests.waiting import wait_for
 
 
 def folder_with_a_moving_square(folder: Path, frames: int = 6) -> Path:
