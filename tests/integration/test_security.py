@@ -328,6 +328,15 @@ def test_mutual_tls_admits_only_clients_with_a_certificate_the_ca_signed(mutual_
 def test_unreadable_tls_files_are_one_line_errors_naming_the_file(mutual_tls: Deployment) -> None:
     url = f"mqtts://doorbell-stage0@127.0.0.1:{mutual_tls.port}"
     not_pem = mutual_tls.workdir / "acl"
+    encrypted = mutual_tls.workdir / "encrypted.key"
+    plain_key = str(mutual_tls.workdir / "doorbell-stage0.key")
+    done = subprocess.run(
+        ["openssl", "ec", "-in", plain_key, "-out", str(encrypted), "-aes256", "-passout", "pass:secret"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
     cases = (
         ({"ca_file": mutual_tls.workdir / "missing-ca.crt"}, "broker.ca_file"),
         ({"cert_file": mutual_tls.workdir / "missing.crt"}, "broker.cert_file"),
@@ -340,17 +349,6 @@ def test_unreadable_tls_files_are_one_line_errors_naming_the_file(mutual_tls: De
             "broker.cert_file",
         ),
         ({"key_file": mutual_tls.workdir / "doorbell-stage0.key"}, "broker.key_file"),
-    )
-    encrypted = mutual_tls.workdir / "encrypted.key"
-    plain_key = str(mutual_tls.workdir / "doorbell-stage0.key")
-    done = subprocess.run(
-        ["openssl", "ec", "-in", plain_key, "-out", str(encrypted), "-aes256", "-passout", "pass:secret"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
-    cases += (
         ({"cert_file": mutual_tls.workdir / "doorbell-stage0.crt", "key_file": encrypted}, "encrypted"),
     )
     for files, setting in cases:
@@ -374,6 +372,12 @@ def _try(sender: Probe, topic: str, payload: str = "", retain: bool = False) -> 
     return Attempt(topic, unique, sender.publish(topic, unique, retain=retain))
 
 
+def _assert_delivered(watcher: Probe, attempts: list[Attempt]) -> None:
+    for attempt in attempts:
+        assert attempt.reason.value == 0, (attempt.topic, attempt.reason)
+        assert watcher.wait_for(attempt.topic) == attempt.payload
+
+
 def _assert_refused_and_unseen(watcher: Probe, attempts: list[Attempt]) -> None:
     time.sleep(SETTLE_S)
     for attempt in attempts:
@@ -387,14 +391,12 @@ def test_cameras_and_clients_cannot_publish_policy_or_control_commands(probes) -
     refused = []
     for user in ("doorbell-camera", "home-client"):
         sender = probes[user]
-        allowed = _try(sender, "distree/home/stage/0/in", user)  # what they may do arrives
-        assert allowed.reason.value == 0 and watcher.wait_for(allowed.topic) == allowed.payload
+        _assert_delivered(watcher, [_try(sender, "distree/home/stage/0/in", user)])  # what they may do
         refused.append(_try(sender, "distree/home/control/policy", "{}", retain=True))
         refused.append(_try(sender, "distree/home/control/set/mode", "static"))
     # Home Assistant sets the controls, but never writes the policy itself.
     home_assistant = probes["homeassistant"]
-    allowed = _try(home_assistant, "distree/home/control/set/latency_target_ms", "400")
-    assert allowed.reason.value == 0 and watcher.wait_for(allowed.topic) == allowed.payload
+    _assert_delivered(watcher, [_try(home_assistant, "distree/home/control/set/latency_target_ms", "400")])
     refused.append(_try(home_assistant, "distree/home/control/policy", "{}", retain=True))
     _assert_refused_and_unseen(watcher, refused)
 
@@ -403,9 +405,8 @@ def test_a_device_cannot_publish_policy_or_speak_for_another_device(probes) -> N
     watcher = probes["home-operator"]
     watcher.subscribe("distree/home/#")
     device = probes["doorbell-stage0"]
-    for topic in ("distree/home/stage/1/in", "distree/home/telemetry/doorbell-stage0"):
-        allowed = _try(device, topic, "ok")
-        assert allowed.reason.value == 0 and watcher.wait_for(topic) == allowed.payload
+    allowed = ("distree/home/stage/1/in", "distree/home/telemetry/doorbell-stage0")
+    _assert_delivered(watcher, [_try(device, topic, "ok") for topic in allowed])
     refused = [
         _try(device, topic)
         for topic in (
@@ -440,8 +441,7 @@ def test_one_pipeline_cannot_reach_another(probes) -> None:
         _try(probes["home-client"], "distree/home/stage/0/in", "image"),
         _try(probes["doorbell-stage0"], "distree/home/results/home-client", "result"),
     ]
-    for attempt in allowed:
-        assert attempt.reason.value == 0 and home.wait_for(attempt.topic) == attempt.payload
+    _assert_delivered(home, allowed)
     # Writing into the other pipeline is refused as well.
     refused = [
         _try(outsiders["factory-client"], "distree/home/stage/0/in"),
@@ -452,8 +452,9 @@ def test_one_pipeline_cannot_reach_another(probes) -> None:
     for user, outsider in outsiders.items():
         assert not outsider.received("distree/home/"), f"{user} read pipeline home"
     # ... while the factory operator does read its own pipeline.
-    own = _try(probes["factory-client"], "distree/factory/stage/0/in", "image")
-    assert own.reason.value == 0 and outsiders["factory-operator"].wait_for(own.topic) == own.payload
+    _assert_delivered(
+        outsiders["factory-operator"], [_try(probes["factory-client"], "distree/factory/stage/0/in", "image")]
+    )
     assert probes["home-orchestrator"].publish("distree/home/control/policy", b"", retain=True).value == 0
 
 
@@ -467,9 +468,7 @@ def test_discovery_writes_stay_within_each_components_own_home_assistant_devices
         _try(probes["doorbell-camera"], "homeassistant/device/distree_home_camera_doorbell/config", "{}"),
         _try(probes["line1-camera"], "homeassistant/image/distree_factory_camera_line-1/snapshot/config"),
     ]
-    for attempt in allowed:
-        assert attempt.reason.value == 0, (attempt.topic, attempt.reason)
-        assert home_assistant.wait_for(attempt.topic) == attempt.payload
+    _assert_delivered(home_assistant, allowed)
     refused = [
         # another pipeline's devices
         _try(probes["factory-orchestrator"], "homeassistant/device/distree_home/config", "{}"),
