@@ -62,9 +62,7 @@ def run_train(args: argparse.Namespace) -> int:
         "bundle": str(args.bundle or out / "bundle"),
         "model_id": manifest.model_id,
         "content_hash": manifest.content_hash,
-        "val_accuracy_per_exit": [
-            trained.history[-1][f"val_accuracy_exit_{k}"] for k in range(len(manifest.stages))
-        ],
+        "val_accuracy_per_exit": trained.validation,
         "temperatures": [stage.temperature for stage in manifest.stages],
         "default_criterion": manifest.exit_policy.default_criterion,
         "train_seconds": manifest.training["train_seconds"],

@@ -69,7 +69,9 @@ def export_bundle(trained: TrainedModel, bundle_dir: Path) -> Manifest:
         "threads": trained.config.train.threads,
         "seed": trained.config.train.seed,
     }
-    training |= {key: value for key, value in history[-1].items() if key.startswith("val_accuracy")}
+    training |= {f"val_accuracy_exit_{k}": value for k, value in enumerate(trained.validation)}
+    if trained.averaged_epochs:
+        training["averaged_epochs"] = trained.averaged_epochs
     return write_bundle(
         bundle_dir, trained.config.name, trained.config.model, spec, network, calibration, policy, training
     )

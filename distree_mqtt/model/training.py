@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from distree_mqtt.data import DatasetSplits, DataSpec, ImageSet, load_dataset
 from distree_mqtt.data.camera_like import camera_like
+from distree_mqtt.model.averaging import TailAverage, estimate_batch_norm
 from distree_mqtt.model.conv_groups import init_whitening, stem_of
 from distree_mqtt.model.input_spec import InputSpec
 from distree_mqtt.model.losses import FeatureProjectors, LossWeights, multi_exit_loss, scale_gradient
@@ -64,6 +65,15 @@ class OptimisationSpec(BaseModel):
             "the default; smaller lets early exits disturb the features later exits need less)"
         ),
     )
+    average_last_epochs: int = Field(
+        0,
+        title=(
+            "Export the mean of the weights after each of the last N epochs, with batch-norm "
+            "statistics re-estimated on the training split (tail weight averaging; 0 = the last "
+            "epoch's weights)"
+        ),
+        ge=0,
+    )
     freeze_backbone: bool = Field(False, title="Train only the exit heads")
     pretrained: bool = Field(False, title="Start torchvision backbones from pretrained weights")
     seed: int = Field(0, title="Seed of initialisation, shuffling and augmentation")
@@ -98,6 +108,8 @@ class TrainConfig(BaseModel):
         weights = self.train.exit_weights
         if weights is not None and len(weights) != self.model.num_stages:
             raise ValueError(f"train.exit_weights needs {self.model.num_stages} entries")
+        if self.train.average_last_epochs > self.train.epochs:
+            raise ValueError(f"train.average_last_epochs must not exceed train.epochs ({self.train.epochs})")
         scales = self.train.exit_gradient_scales
         if scales is not None and (len(scales) != self.model.num_stages - 1 or any(s < 0 for s in scales)):
             raise ValueError(
@@ -118,6 +130,9 @@ class TrainedModel:
     input_spec: InputSpec
     data: DatasetSplits
     history: list[dict[str, float]]
+    validation: list[float]
+    """Validation accuracy per exit of `network` (the averaged weights where averaging is on)."""
+    averaged_epochs: int = 0
 
 
 def random_crop_flip(
@@ -277,12 +292,19 @@ def train(
     checkpoint_path = output_dir / CHECKPOINT_NAME
     start_epoch = 0
     history: list[dict[str, float]] = []
+    average = TailAverage()
     steps_per_epoch = math.ceil(len(_epoch_training_set(data, options.seed, 0)) / options.batch_size)
     factors = learning_rate_factors(options, steps_per_epoch)
     if resume and checkpoint_path.exists():
         state = torch.load(checkpoint_path, weights_only=True, map_location=compute)
+        if "average" in state:
+            average.load_state(state["average"])
         _check_resumable(
-            TrainConfig.model_validate_json(state["config"]), config, int(state["epoch"]), steps_per_epoch
+            TrainConfig.model_validate_json(state["config"]),
+            config,
+            int(state["epoch"]),
+            steps_per_epoch,
+            average.count,
         )
         network.load_state_dict(state["network"])
         projectors.load_state_dict(state["projectors"])
@@ -353,17 +375,47 @@ def train(
                 file=sys.stderr,
                 flush=True,
             )
-        _save_checkpoint(checkpoint_path, config, network, projectors, optimiser, epoch + 1, history)
+        if epoch >= options.epochs - options.average_last_epochs:
+            average.add(network)
+        _save_checkpoint(checkpoint_path, config, network, projectors, optimiser, epoch + 1, history, average)
     (output_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    validation = [history[-1][f"val_accuracy_exit_{k}"] for k in range(network.num_stages)]
+    if options.average_last_epochs > 0:
+        average.apply_to(network)
+        estimate_batch_norm(
+            network,
+            data.train,
+            input_spec,
+            options.batch_size,
+            compute,
+            memory_format,
+            options.autocast_bf16,
+        )
+        averaged = exit_accuracies(network, data.val, input_spec, device=compute)
+        if show_progress:
+            print(
+                f"mean of the last {average.count} epochs' weights: val accuracy per exit "
+                + " ".join(f"{value:.4f}" for value in averaged)
+                + " (last epoch's: "
+                + " ".join(f"{value:.4f}" for value in validation)
+                + ")",
+                file=sys.stderr,
+                flush=True,
+            )
+        validation = averaged
     network = network.to("cpu", memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
-    return TrainedModel(config, network, input_spec, data, history)
+    return TrainedModel(config, network, input_spec, data, history, validation, average.count)
 
 
-def _check_resumable(saved: TrainConfig, config: TrainConfig, epochs_done: int, steps_per_epoch: int) -> None:
+def _check_resumable(
+    saved: TrainConfig, config: TrainConfig, epochs_done: int, steps_per_epoch: int, averaged: int
+) -> None:
     """A checkpoint continues only a run it is part of: the same config, except that the run may
-    have been extended (more epochs, more cycles) with an identical schedule up to the checkpoint.
-    Fields added to the config since the checkpoint take their defaults."""
-    schedule_fields = {"epochs", "lr_cycles"}
+    have been extended (more epochs, more cycles) with an identical schedule up to the checkpoint,
+    and the averaging window may change while the checkpoint holds exactly the snapshots the new
+    window asks for (averaging never changes the trajectory). Fields added to the config since
+    the checkpoint take their defaults."""
+    schedule_fields = {"epochs", "lr_cycles", "average_last_epochs"}
     same_otherwise = saved.model_copy(
         update={
             "train": saved.train.model_copy(
@@ -374,6 +426,12 @@ def _check_resumable(saved: TrainConfig, config: TrainConfig, epochs_done: int, 
     done_steps = epochs_done * steps_per_epoch
     before = learning_rate_factors(saved.train, steps_per_epoch)[:done_steps]
     after = learning_rate_factors(config.train, steps_per_epoch)[:done_steps]
+    window_start = config.train.epochs - config.train.average_last_epochs
+    if averaged != max(0, epochs_done - window_start):
+        raise ValueError(
+            f"the checkpoint averaged {averaged} epochs, which does not fit "
+            f"train.average_last_epochs = {config.train.average_last_epochs}; remove it or use --no-resume"
+        )
     if same_otherwise != config or before != after or epochs_done > config.train.epochs:
         raise ValueError("the checkpoint was trained with another config; remove it or use --no-resume")
 
@@ -386,6 +444,7 @@ def _save_checkpoint(
     optimiser: torch.optim.Optimizer,
     epoch: int,
     history: list[dict[str, float]],
+    average: TailAverage,
 ) -> None:
     state = {
         "config": config.model_dump_json(),
@@ -394,6 +453,7 @@ def _save_checkpoint(
         "optimiser": optimiser.state_dict(),
         "epoch": epoch,
         "history": json.dumps(history),
+        "average": average.state(),
     }
     temporary = path.with_suffix(".tmp")
     torch.save(state, temporary)

@@ -182,3 +182,73 @@ def test_exit_gradient_scales_need_one_entry_per_early_exit() -> None:
         _config(exit_gradient_scales=[0.5, -1.0])
     single = _config({"num_stages": 1, "head_widths": []}, exit_gradient_scales=[])
     assert single.train.exit_gradient_scales == []  # no early exit, nothing to scale
+
+
+def _weights(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        name: tensor
+        for name, tensor in network.state_dict().items()
+        if tensor.is_floating_point() and not name.endswith(("running_mean", "running_var"))
+    }
+
+
+def test_tail_averaging_exports_the_mean_of_the_last_epochs_without_changing_the_run(tmp_path: Path) -> None:
+    plain = train(_config(), tmp_path / "plain", show_progress=False)
+    averaged = train(_config(average_last_epochs=2), tmp_path / "averaged", show_progress=False)
+    state = torch.load(tmp_path / "averaged" / "checkpoint.pt", weights_only=True)
+    assert state["average"]["count"] == 2 and averaged.averaged_epochs == 2
+    # The checkpoint keeps the trajectory: the last epoch's weights, as in the plain run.
+    for name, tensor in plain.network.state_dict().items():
+        assert torch.allclose(state["network"][name].float(), tensor.float(), atol=1e-6), name
+    moved = 0
+    for name, tensor in _weights(averaged.network).items():
+        assert torch.allclose(tensor, state["average"]["total"][name] / 2, atol=1e-6), name
+        moved += int(not torch.allclose(tensor, state["network"][name], atol=1e-6))
+    assert moved > 0  # epoch 2 and epoch 3 differ, so the mean is neither
+    # Batch-norm statistics were re-estimated for the averaged weights, and the reported
+    # validation accuracy is the exported network's.
+    assert averaged.validation == exit_accuracies(averaged.network, averaged.data.val, averaged.input_spec)
+    assert averaged.validation[-1] > 0.6
+    assert plain.averaged_epochs == 0 and plain.validation == [
+        plain.history[-1][f"val_accuracy_exit_{k}"] for k in range(3)
+    ]
+
+
+def test_an_averaging_window_may_be_set_on_resume_only_before_it_starts(tmp_path: Path) -> None:
+    train(_config(epochs=1, lr_cycles=[1]), tmp_path, show_progress=False)
+    with pytest.raises(ValueError, match="averaged 0 epochs"):
+        # Epoch 1 would have been in a 3-epoch window; its snapshot was never taken.
+        train(_config(epochs=3, lr_cycles=[1, 2], average_last_epochs=3), tmp_path, show_progress=False)
+    extended = train(
+        _config(epochs=3, lr_cycles=[1, 2], average_last_epochs=2), tmp_path, show_progress=False
+    )
+    assert extended.averaged_epochs == 2
+    with pytest.raises(ValueError, match="must not exceed"):
+        _config(epochs=2, average_last_epochs=3)
+
+
+def test_batch_norm_estimate_is_the_exact_mean_over_the_images() -> None:
+    from distree_mqtt.data import ImageSet
+    from distree_mqtt.model.averaging import TailAverage, estimate_batch_norm
+    from distree_mqtt.model.input_spec import InputSpec
+
+    images = ImageSet(
+        torch.randint(0, 256, (40, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+        .to(torch.uint8)
+        .numpy(),
+        torch.zeros(40, dtype=torch.int64).numpy(),
+    )
+    spec = InputSpec.from_images(images.images, ["a"])
+    layer = torch.nn.BatchNorm2d(1)
+    network = torch.nn.Sequential(layer).eval()
+    estimate_batch_norm(network, images, spec, batch_size=10, device=torch.device("cpu"))
+    batches = spec.normalise(torch.from_numpy(images.images)).reshape(4, -1)
+    assert torch.allclose(layer.running_mean, batches.mean(1).mean(0, keepdim=True), atol=1e-6)
+    assert torch.allclose(layer.running_var, batches.var(1).mean(0, keepdim=True), atol=1e-5)
+    assert not network.training and layer.momentum == 0.1  # left as it was found
+    with pytest.raises(ValueError, match="no epochs"):
+        TailAverage().apply_to(network)
+    average = TailAverage()
+    average.add(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="another network"):
+        average.apply_to(network)
