@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,8 @@ from typing import Any
 from distree_mqtt.cli.runtime_commands import _common, _settings
 from distree_mqtt.settings import DistreeSettings
 
-# How long `remove` listens for retained configs before clearing them.
-RETAINED_WAIT_S = 1.0
+# How long `remove` waits for its marker, which arrives after every retained config.
+RETAINED_WAIT_S = 10.0
 
 
 def register(commands: Any) -> None:
@@ -45,6 +46,12 @@ def register(commands: Any) -> None:
     )
     _common(remove)
     remove.add_argument("--bundle", type=Path, help="bundle the pipeline runs (for its stage count)")
+    remove.add_argument(
+        "--wait-s",
+        type=float,
+        default=RETAINED_WAIT_S,
+        help=f"how long to wait for the broker's retained configs (default {RETAINED_WAIT_S:g} s)",
+    )
     remove.set_defaults(handler=run_remove)
 
 
@@ -129,16 +136,28 @@ def run_remove(args: argparse.Namespace) -> int:
     prefix = home_assistant.discovery_prefix
     node_id = pipeline_node_id(Topics(settings.topic_prefix, settings.pipeline), home_assistant.node_id)
     retained: dict[str, bytes] = {}
+    marked = threading.Event()
 
     def collect(message: Message) -> None:
         retained[message.topic] = message.payload
 
-    transport = MqttTransport(settings.broker, client_id=f"distree-ha-{time.monotonic_ns():x}")
+    client_id = f"distree-ha-{time.monotonic_ns():x}"
+    # Not a discovery topic (no `config` level), so Home Assistant ignores it.
+    marker = f"{prefix}/distree_remove/{client_id}"
+    transport = MqttTransport(settings.broker, client_id=client_id)
     transport.subscribe(f"{prefix}/device/+/config", collect)
     transport.subscribe(f"{prefix}/+/+/+/config", collect)
+    transport.subscribe(marker, lambda _: marked.set())
     transport.start()
     try:
-        time.sleep(RETAINED_WAIT_S)  # retained messages arrive right after subscribing
+        # The broker sends a subscription's retained messages before anything published after
+        # it, so once the marker is back every retained config is here.
+        transport.publish_and_wait(marker, b"")
+        if not marked.wait(args.wait_s):
+            raise RuntimeError(
+                f"could not read back {prefix}/#: the broker user needs read and write access "
+                "to the discovery topics (an administrator under the example ACL)"
+            )
         topics = set(retained_configs_of(dict(retained), prefix, node_id))
         # The pipeline's own topics in both formats, even where this broker lost them.
         for legacy in (False, True):

@@ -679,3 +679,29 @@ def test_passwords_stay_out_of_reprs_and_error_lines(deployment: Deployment, tmp
     assert done.returncode == 2 and "did not accept the connection" in done.stderr, done.stderr
     assert wrong not in done.stderr + done.stdout
     assert deployment.password("home-client") not in done.stderr + done.stdout
+
+
+def test_ha_remove_without_read_access_is_one_line_not_a_silent_partial_removal(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    # The orchestrator may write its own configs but not read the others': `remove` cannot
+    # learn what is retained, so it refuses instead of clearing only what it can guess.
+    settings = _write_settings(tmp_path / "o.yaml", deployment, "home-orchestrator", "", password_file=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distree_mqtt.cli.main",
+            "ha",
+            "remove",
+            "--config",
+            str(settings),
+            "--wait-s",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "needs read and write access" in done.stderr, done.stderr
