@@ -40,6 +40,11 @@ def render_markdown(report: dict[str, Any], plot_names: list[str]) -> str:
         lines.append(
             f"Training: {training.get('epochs')} epochs in {training.get('train_seconds')} s "
             f"({training.get('threads')} CPU threads, seed {training.get('seed')})."
+            + (
+                f" The bundle holds the mean of the last {training['averaged_epochs']} epochs' weights."
+                if training.get("averaged_epochs")
+                else ""
+            )
         )
     for split, result in report["splits"].items():
         lines += ["", f"## Split `{split}` ({result['samples']} images)", ""]

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from distree_mqtt.evaluation.render import render_markdown
+
+REPORT = Path(__file__).parents[3] / "docs" / "benchmarks" / "offline-mnist" / "report.json"
+
+
+def test_the_training_line_says_when_the_bundle_holds_averaged_weights() -> None:
+    report = json.loads(REPORT.read_text())
+    plain = render_markdown(report, [])
+    assert f"Training: {report['training']['epochs']} epochs in" in plain
+    assert "mean of the last" not in plain
+    report["training"]["averaged_epochs"] = 6
+    assert "The bundle holds the mean of the last 6 epochs' weights." in render_markdown(report, [])
