@@ -3,16 +3,15 @@
 Late in a cosine schedule the weights still wander around a minimum; their mean sits nearer its
 centre and usually generalises a little better (Izmailov et al., 2018, stochastic weight
 averaging). Batch-norm statistics of averaged weights belong to no network that was run, so they
-are re-estimated on training images afterwards.
+are re-estimated on augmented training batches afterwards.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
-
-from distree_mqtt.data import ImageSet
-from distree_mqtt.model.input_spec import InputSpec
 
 
 class TailAverage:
@@ -65,16 +64,12 @@ def _averaged_entries(network: nn.Module) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def estimate_batch_norm(
-    network: nn.Module,
-    images: ImageSet,
-    input_spec: InputSpec,
-    batch_size: int,
-    device: torch.device,
-    memory_format: torch.memory_format = torch.contiguous_format,
-    autocast_bf16: bool = False,
+    network: nn.Module, batches: Iterable[torch.Tensor], autocast_bf16: bool = False
 ) -> None:
-    """Recompute every batch-norm layer's statistics as the equally weighted mean over the
-    batches of `images` (not augmented: the inputs it will see at inference)."""
+    """Recompute every batch-norm layer's statistics as the equally weighted mean over `batches`.
+    Pass the training augmentation's batches: the weights were fitted to normalised statistics
+    of augmented images (Cutout alone shrinks activation variance), and statistics of clean
+    images cost the CIFAR-10 conv-group net a point of accuracy."""
     layers = [module for module in network.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
     if not layers:
         return
@@ -85,10 +80,8 @@ def estimate_batch_norm(
     was_training = network.training
     network.train()
     try:
-        for start in range(0, len(images), batch_size):
-            batch = input_spec.normalise(torch.from_numpy(images.images[start : start + batch_size]))
-            batch = batch.to(device).contiguous(memory_format=memory_format)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+        for batch in batches:
+            with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
                 network(batch)
     finally:
         for layer, momentum in zip(layers, momenta, strict=True):

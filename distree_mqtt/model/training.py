@@ -7,6 +7,7 @@ import math
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,8 +70,8 @@ class OptimisationSpec(BaseModel):
         0,
         title=(
             "Export the mean of the weights after each of the last N epochs, with batch-norm "
-            "statistics re-estimated on the training split (tail weight averaging; 0 = the last "
-            "epoch's weights)"
+            "statistics re-estimated on augmented training batches (tail weight averaging; 0 = "
+            "the last epoch's weights)"
         ),
         ge=0,
     )
@@ -186,6 +187,30 @@ def training_forward(
         scale = gradient_scales[index] if index < len(gradient_scales) else 1.0
         outputs.append(stage.head(scale_gradient(features, scale)))
     return outputs
+
+
+def augmented_batches(
+    data: DatasetSplits,
+    options: OptimisationSpec,
+    input_spec: InputSpec,
+    epoch: int,
+    device: torch.device,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled, augmented, normalised (images, labels) batches on `device`; the
+    same epoch index always gives the same batches."""
+    generator = torch.Generator().manual_seed(options.seed * 1_000_003 + epoch)
+    epoch_set = _epoch_training_set(data, options.seed, epoch)
+    order = torch.randperm(len(epoch_set), generator=generator)
+    for start in range(0, len(order), options.batch_size):
+        batch_index = order[start : start + options.batch_size].numpy()
+        images = torch.from_numpy(epoch_set.images[batch_index])
+        labels = torch.from_numpy(epoch_set.labels[batch_index])
+        images = random_crop_flip(images, options.crop_padding, options.horizontal_flip, generator)
+        batch = input_spec.normalise(images)
+        if options.cutout > 0:
+            batch = random_cutout(batch, options.cutout, generator)
+        yield batch.to(device).contiguous(memory_format=memory_format), labels.to(device)
 
 
 def _epoch_training_set(data: DatasetSplits, seed: int, epoch: int) -> ImageSet:
@@ -314,35 +339,23 @@ def train(
 
     for epoch in range(start_epoch, options.epochs):
         started = time.perf_counter()
-        generator = torch.Generator().manual_seed(options.seed * 1_000_003 + epoch)
-        epoch_set = _epoch_training_set(data, options.seed, epoch)
-        order = torch.randperm(len(epoch_set), generator=generator)
         network.train()
         if options.freeze_backbone:
             for index in range(network.num_stages):
                 network.stage(index).body.eval()
         running_loss, running_correct, seen = 0.0, 0, 0
-        batches = range(0, len(order), options.batch_size)
         progress = tqdm(
-            batches,
+            augmented_batches(data, options, input_spec, epoch, compute, memory_format),
+            total=steps_per_epoch,
             desc=f"epoch {epoch + 1}/{options.epochs}",
             disable=not show_progress,
             mininterval=0.5 if sys.stderr.isatty() else 30.0,
             leave=False,
         )
-        for batch_number, start in enumerate(progress):
+        for batch_number, (batch, labels) in enumerate(progress):
             step = epoch * steps_per_epoch + batch_number
             for group in optimiser.param_groups:
                 group["lr"] = options.learning_rate * factors[step]
-            batch_index = order[start : start + options.batch_size].numpy()
-            images = torch.from_numpy(epoch_set.images[batch_index])
-            labels = torch.from_numpy(epoch_set.labels[batch_index])
-            images = random_crop_flip(images, options.crop_padding, options.horizontal_flip, generator)
-            batch = input_spec.normalise(images)
-            if options.cutout > 0:
-                batch = random_cutout(batch, options.cutout, generator)
-            batch = batch.to(compute).contiguous(memory_format=memory_format)
-            labels = labels.to(compute)
             with torch.autocast(compute.type, dtype=torch.bfloat16, enabled=options.autocast_bf16):
                 outputs = training_forward(network, batch, options.exit_gradient_scales or [])
             if options.autocast_bf16:
@@ -382,15 +395,9 @@ def train(
     validation = [history[-1][f"val_accuracy_exit_{k}"] for k in range(network.num_stages)]
     if options.average_last_epochs > 0:
         average.apply_to(network)
-        estimate_batch_norm(
-            network,
-            data.train,
-            input_spec,
-            options.batch_size,
-            compute,
-            memory_format,
-            options.autocast_bf16,
-        )
+        # One more epoch's augmented batches (an epoch index no training step used).
+        batches = augmented_batches(data, options, input_spec, options.epochs, compute, memory_format)
+        estimate_batch_norm(network, (batch for batch, _ in batches), options.autocast_bf16)
         averaged = exit_accuracies(network, data.val, input_spec, device=compute)
         if show_progress:
             print(

@@ -227,24 +227,18 @@ def test_an_averaging_window_may_be_set_on_resume_only_before_it_starts(tmp_path
         _config(epochs=2, average_last_epochs=3)
 
 
-def test_batch_norm_estimate_is_the_exact_mean_over_the_images() -> None:
-    from distree_mqtt.data import ImageSet
+def test_batch_norm_estimate_is_the_mean_over_the_batches_given() -> None:
     from distree_mqtt.model.averaging import TailAverage, estimate_batch_norm
-    from distree_mqtt.model.input_spec import InputSpec
 
-    images = ImageSet(
-        torch.randint(0, 256, (40, 1, 4, 4), generator=torch.Generator().manual_seed(0))
-        .to(torch.uint8)
-        .numpy(),
-        torch.zeros(40, dtype=torch.int64).numpy(),
-    )
-    spec = InputSpec.from_images(images.images, ["a"])
+    batches = [
+        torch.randn(10, 1, 4, 4, generator=torch.Generator().manual_seed(k)) * (k + 1) for k in range(4)
+    ]
     layer = torch.nn.BatchNorm2d(1)
     network = torch.nn.Sequential(layer).eval()
-    estimate_batch_norm(network, images, spec, batch_size=10, device=torch.device("cpu"))
-    batches = spec.normalise(torch.from_numpy(images.images)).reshape(4, -1)
-    assert torch.allclose(layer.running_mean, batches.mean(1).mean(0, keepdim=True), atol=1e-6)
-    assert torch.allclose(layer.running_var, batches.var(1).mean(0, keepdim=True), atol=1e-5)
+    estimate_batch_norm(network, batches)
+    flat = torch.stack([batch.flatten() for batch in batches])
+    assert torch.allclose(layer.running_mean, flat.mean(1).mean(0, keepdim=True), atol=1e-6)
+    assert torch.allclose(layer.running_var, flat.var(1).mean(0, keepdim=True), atol=1e-5)
     assert not network.training and layer.momentum == 0.1  # left as it was found
     with pytest.raises(ValueError, match="no epochs"):
         TailAverage().apply_to(network)
@@ -252,3 +246,27 @@ def test_batch_norm_estimate_is_the_exact_mean_over_the_images() -> None:
     average.add(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="another network"):
         average.apply_to(network)
+
+
+def test_augmented_batches_are_the_same_for_the_same_epoch_and_differ_between_epochs() -> None:
+    from distree_mqtt.data import load_dataset
+    from distree_mqtt.model.input_spec import InputSpec
+    from distree_mqtt.model.training import augmented_batches
+
+    config = _config(cutout=6, batch_size=500)
+    data = load_dataset(config.data)
+    spec = InputSpec.from_images(data.train.images, data.class_names)
+
+    def epoch(index: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return list(augmented_batches(data, config.train, spec, index, torch.device("cpu")))
+
+    first, again, second = epoch(0), epoch(0), epoch(1)
+    sizes = [len(labels) for _, labels in first]
+    assert set(sizes[:-1]) == {500} and 0 < sizes[-1] <= 500
+    # Every training image once per epoch (MNIST adds one camera-like copy of each).
+    copies, remainder = divmod(sum(sizes), len(data.train))
+    assert remainder == 0 and copies in (1, 2)
+    labels = sorted(torch.cat([labels for _, labels in first]).tolist())
+    assert labels == sorted(data.train.labels.tolist() * copies)
+    assert all(torch.equal(a, b) and torch.equal(x, y) for (a, x), (b, y) in zip(first, again, strict=True))
+    assert not torch.equal(first[0][0], second[0][0])
