@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ from distree_mqtt.protocol import DeviceInfo
 from distree_mqtt.settings import load_settings
 from distree_mqtt.topics import Topics
 from distree_mqtt.transport import Message, MqttTransport
+from tests.cli_process import run_distree
 
 _names = itertools.count()
 
@@ -130,22 +129,7 @@ def test_orchestrator_publishes_discovery_republishes_on_birth_and_remove_clears
     helper.transport.publish_and_wait(other, json.dumps({"o": {"name": "distree-mqtt"}}), retain=True)
     helper.stop()
 
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "distree_mqtt.cli.main",
-            "ha",
-            "remove",
-            "--broker",
-            broker.url,
-            "--pipeline",
-            pipeline,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_distree("ha", "remove", "--broker", broker.url, "--pipeline", pipeline)
     assert done.returncode == 0, done.stderr
     assert "removed" in done.stderr
     assert _retained_configs(broker.url, node_id) == {}

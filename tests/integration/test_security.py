@@ -29,6 +29,7 @@ from distree_mqtt.broker import mosquitto_available
 from distree_mqtt.broker.process import BrokerProcess
 from distree_mqtt.settings import BrokerSettings, load_settings
 from distree_mqtt.transport import MqttTransport
+from tests.cli_process import run_distree
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "mosquitto"
 NOT_AUTHORIZED = 135  # MQTT 5 reason code of a refused publish or connection
@@ -687,21 +688,6 @@ def test_ha_remove_without_read_access_is_one_line_not_a_silent_partial_removal(
     # The orchestrator may write its own configs but not read the others': `remove` cannot
     # learn what is retained, so it refuses instead of clearing only what it can guess.
     settings = _write_settings(tmp_path / "o.yaml", deployment, "home-orchestrator", "", password_file=True)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "distree_mqtt.cli.main",
-            "ha",
-            "remove",
-            "--config",
-            str(settings),
-            "--wait-s",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_distree("ha", "remove", "--config", str(settings), "--wait-s", "1")
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "needs read and write access" in done.stderr, done.stderr

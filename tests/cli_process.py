@@ -1,0 +1,18 @@
+"""Run the `distree` command line as its own process, the way users and services do."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def run_distree(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "distree_mqtt.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
