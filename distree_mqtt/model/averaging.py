@@ -70,7 +70,11 @@ def estimate_batch_norm(
     Pass the training augmentation's batches: the weights were fitted to normalised statistics
     of augmented images (Cutout alone shrinks activation variance), and statistics of clean
     images cost the CIFAR-10 conv-group net a point of accuracy."""
-    layers = [module for module in network.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    norms = [module for module in network.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    # A frozen layer (a pretrained backbone's, under freeze_backbone) keeps its statistics: the
+    # heads were trained on the features they give.
+    layers = [layer for layer in norms if all(p.requires_grad for p in layer.parameters())]
+    frozen = [layer for layer in norms if layer not in layers]
     if not layers:
         return
     momenta = [layer.momentum for layer in layers]
@@ -79,6 +83,8 @@ def estimate_batch_norm(
         layer.momentum = None  # cumulative moving average: every batch counts equally
     was_training = network.training
     network.train()
+    for layer in frozen:
+        layer.eval()
     try:
         for batch in batches:
             with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):

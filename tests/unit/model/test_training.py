@@ -240,6 +240,14 @@ def test_batch_norm_estimate_is_the_mean_over_the_batches_given() -> None:
     assert torch.allclose(layer.running_mean, flat.mean(1).mean(0, keepdim=True), atol=1e-6)
     assert torch.allclose(layer.running_var, flat.var(1).mean(0, keepdim=True), atol=1e-5)
     assert not network.training and layer.momentum == 0.1  # left as it was found
+    # A frozen layer (freeze_backbone) keeps its statistics and normalises with them meanwhile.
+    frozen, trained = torch.nn.BatchNorm2d(1), torch.nn.BatchNorm2d(1)
+    frozen.requires_grad_(False)
+    frozen.running_mean.fill_(3.0)
+    estimate_batch_norm(torch.nn.Sequential(frozen, trained), batches)
+    assert frozen.running_mean.item() == 3.0 and frozen.num_batches_tracked == 0
+    expected = torch.stack([(batch.flatten() - 3.0) / (1 + frozen.eps) ** 0.5 for batch in batches])
+    assert torch.allclose(trained.running_mean, expected.mean(1).mean(0, keepdim=True), atol=1e-5)
     with pytest.raises(ValueError, match="no epochs"):
         TailAverage().apply_to(network)
     average = TailAverage()
