@@ -6,13 +6,10 @@ import subprocess
 import sys
 
 
-def run_distree(
-    *args: str, timeout: float = 60, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+def run_distree(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "distree_mqtt.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env,
     )

@@ -381,10 +381,9 @@ def train(
         }
         history.append(record)
         if show_progress:
-            accuracies = " ".join(f"{value:.4f}" for value in validation)
             print(
                 f"epoch {epoch + 1}/{options.epochs}: loss {record['train_loss']:.4f}, "
-                f"val accuracy per exit {accuracies}, {record['seconds']:.0f} s",
+                f"val accuracy per exit {_per_exit(validation)}, {record['seconds']:.0f} s",
                 file=sys.stderr,
                 flush=True,
             )
@@ -402,16 +401,17 @@ def train(
         if show_progress:
             print(
                 f"mean of the last {average.count} epochs' weights: val accuracy per exit "
-                + " ".join(f"{value:.4f}" for value in averaged)
-                + " (last epoch's: "
-                + " ".join(f"{value:.4f}" for value in validation)
-                + ")",
+                f"{_per_exit(averaged)} (last epoch's: {_per_exit(validation)})",
                 file=sys.stderr,
                 flush=True,
             )
         validation = averaged
     network = network.to("cpu", memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
     return TrainedModel(config, network, input_spec, data, history, validation, average.count)
+
+
+def _per_exit(accuracies: list[float]) -> str:
+    return " ".join(f"{value:.4f}" for value in accuracies)
 
 
 def _check_resumable(

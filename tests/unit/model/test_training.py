@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from distree_mqtt.model.averaging import _averaged_entries
 from distree_mqtt.model.conv_groups import stem_of
 from distree_mqtt.model.losses import scale_gradient
 from distree_mqtt.model.spec import ModelSpec, build_network
@@ -184,14 +185,6 @@ def test_exit_gradient_scales_need_one_entry_per_early_exit() -> None:
     assert single.train.exit_gradient_scales == []  # no early exit, nothing to scale
 
 
-def _weights(network: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {
-        name: tensor
-        for name, tensor in network.state_dict().items()
-        if tensor.is_floating_point() and not name.endswith(("running_mean", "running_var"))
-    }
-
-
 def test_tail_averaging_exports_the_mean_of_the_last_epochs_without_changing_the_run(tmp_path: Path) -> None:
     plain = train(_config(), tmp_path / "plain", show_progress=False)
     averaged = train(_config(average_last_epochs=2), tmp_path / "averaged", show_progress=False)
@@ -201,7 +194,7 @@ def test_tail_averaging_exports_the_mean_of_the_last_epochs_without_changing_the
     for name, tensor in plain.network.state_dict().items():
         assert torch.allclose(state["network"][name].float(), tensor.float(), atol=1e-6), name
     moved = 0
-    for name, tensor in _weights(averaged.network).items():
+    for name, tensor in _averaged_entries(averaged.network).items():
         assert torch.allclose(tensor, state["average"]["total"][name] / 2, atol=1e-6), name
         moved += int(not torch.allclose(tensor, state["network"][name], atol=1e-6))
     assert moved > 0  # epoch 2 and epoch 3 differ, so the mean is neither
