@@ -7,7 +7,7 @@ from pathlib import Path
 from distree_mqtt.bundle.manifest import CalibrationEntry, ExitPolicyProfile, Manifest
 from distree_mqtt.bundle.writer import write_bundle
 from distree_mqtt.evaluation.exit_cache import ExitCache, collect_exits
-from distree_mqtt.evaluation.tradeoff import cheapest_within, sweep, thin
+from distree_mqtt.evaluation.tradeoff import Selection, cheapest_within, sweep, thin
 from distree_mqtt.model.calibration import (
     expected_calibration_error,
     fit_temperature,
@@ -18,8 +18,8 @@ from distree_mqtt.model.flops import exit_macs, stage_costs
 from distree_mqtt.model.training import TrainedModel
 
 PROFILE_POINTS = 48
-# Accuracy loss (fraction) the default criterion is judged at: "comparable accuracy".
-DEFAULT_TOLERANCE = 0.005
+# How the default criterion is judged: its saving at "comparable accuracy".
+DEFAULT_SELECTION = Selection()
 
 
 def calibrate(cache: ExitCache) -> list[CalibrationEntry]:
@@ -43,13 +43,13 @@ def profile_criteria(
 ) -> ExitPolicyProfile:
     """Pareto fronts per criterion on validation data; the default saves most at equal accuracy."""
     correct = cache.correct()
-    final_accuracy = float(correct[-1].mean())
     profiles = {}
     savings = {}
     for name in criterion_names():
-        front = sweep(cache.scores(get_criterion(name), temperatures), correct, macs_per_exit)
+        scores = cache.scores(get_criterion(name), temperatures)
+        front = sweep(scores, correct, macs_per_exit)
         profiles[name] = thin(front, PROFILE_POINTS)
-        savings[name] = cheapest_within(front, final_accuracy, DEFAULT_TOLERANCE).expected_macs
+        savings[name] = cheapest_within(front, scores, correct, DEFAULT_SELECTION).expected_macs
     default = min(savings, key=lambda name: savings[name])
     return ExitPolicyProfile(default_criterion=default, profiles=profiles)
 
@@ -67,6 +67,7 @@ def export_bundle(trained: TrainedModel, bundle_dir: Path) -> Manifest:
         "epochs": len(history),
         "train_seconds": round(sum(record["seconds"] for record in history), 1),
         "threads": trained.config.train.threads,
+        "hardware": trained.hardware or f"{trained.config.train.threads} CPU threads",
         "seed": trained.config.train.seed,
     }
     training |= {f"val_accuracy_exit_{k}": value for k, value in enumerate(trained.validation)}

@@ -16,7 +16,8 @@ def render_markdown(report: dict[str, Any], plot_names: list[str]) -> str:
         f"Model `{report['model_id']}`, content hash `{report['content_hash'][:16]}`; "
         f"torch {report['machine']['torch']}. Thresholds are chosen on the validation split and "
         f"measured on the splits below; the operating point is the cheapest validation setting "
-        f"within {report['tolerance_points']:.1f} point of the final exit's validation accuracy.",
+        f"whose accuracy loss against the final exit, plus {report['selection_confidence_z']:g} "
+        f"standard error of that per-image paired loss, is within {report['tolerance_points']:.1f} point.",
         "",
         "## Stages",
         "",
@@ -39,7 +40,8 @@ def render_markdown(report: dict[str, Any], plot_names: list[str]) -> str:
     if training:
         lines.append(
             f"Training: {training.get('epochs')} epochs in {training.get('train_seconds')} s "
-            f"({training.get('threads')} CPU threads, seed {training.get('seed')})."
+            f"({training.get('hardware') or str(training.get('threads')) + ' CPU threads'}, "
+            f"seed {training.get('seed')})."
             + (
                 f" The bundle holds the mean of the last {training['averaged_epochs']} epochs' weights."
                 if training.get("averaged_epochs")
@@ -49,22 +51,23 @@ def render_markdown(report: dict[str, Any], plot_names: list[str]) -> str:
     for split, result in report["splits"].items():
         lines += ["", f"## Split `{split}` ({result['samples']} images)", ""]
         lines += [
-            "| policy | accuracy | MACs / sample | saving vs no-exit | loss (points) | exit rates | share of oracle saving |",
-            "|---|---|---|---|---|---|---|",
+            "| policy | accuracy | MACs / sample | saving vs no-exit | loss (points) | validation loss ± SE "
+            "| exit rates | share of oracle saving |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         final = result["no_exit"]["accuracy"]
         lines.append(
-            f"| no exit (final only) | {100 * final:.2f}% | {_millions(result['no_exit']['expected_macs'])} | 0% | 0.00 | - | - |"
+            f"| no exit (final only) | {100 * final:.2f}% | {_millions(result['no_exit']['expected_macs'])} | 0% | 0.00 | - | - | - |"
         )
         for index, fixed in enumerate(result["fixed_exits"]):
             lines.append(
                 f"| always exit {index} | {100 * fixed['accuracy']:.2f}% | {_millions(fixed['expected_macs'])} | "
-                f"{100 * fixed['macs_saving']:.1f}% | {100 * (final - fixed['accuracy']):.2f} | - | - |"
+                f"{100 * fixed['macs_saving']:.1f}% | {100 * (final - fixed['accuracy']):.2f} | - | - | - |"
             )
         best = result["oracle"]
         lines.append(
             f"| oracle (earliest correct exit) | {100 * best['accuracy']:.2f}% | {_millions(best['expected_macs'])} | "
-            f"{100 * best['macs_saving']:.1f}% | {100 * (final - best['accuracy']):.2f} | "
+            f"{100 * best['macs_saving']:.1f}% | {100 * (final - best['accuracy']):.2f} | - | "
             f"{' / '.join(f'{100 * r:.1f}%' for r in best['exit_rates'])} | 100% |"
         )
         for name, criterion in result["criteria"].items():
@@ -74,6 +77,7 @@ def render_markdown(report: dict[str, Any], plot_names: list[str]) -> str:
                 f"| {name}{marker} @ {', '.join(f'{t:.3f}' for t in point['thresholds'])} | "
                 f"{100 * point['accuracy']:.2f}% | {_millions(point['expected_macs'])} | "
                 f"{100 * point['macs_saving']:.1f}% | {point['accuracy_loss_points']:.2f} | "
+                f"{point['validation_loss_points']:.2f} ± {point['validation_loss_error_points']:.2f} | "
                 f"{' / '.join(f'{100 * r:.1f}%' for r in point['exit_rates'])} | "
                 f"{100 * point['share_of_oracle_saving']:.0f}% |"
             )

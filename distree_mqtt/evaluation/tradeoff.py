@@ -104,10 +104,35 @@ def apply_settings(
     ]
 
 
-def cheapest_within(front: list[ProfilePoint], reference_accuracy: float, tolerance: float) -> ProfilePoint:
-    """The cheapest validation setting whose accuracy is within `tolerance` of the reference."""
-    eligible = [p for p in front if p.accuracy >= reference_accuracy - tolerance]
-    return min(eligible, key=lambda p: p.expected_macs) if eligible else front[-1]
+@dataclass(frozen=True)
+class Selection:
+    """How an operating point is picked on validation data. The loss is paired per image (the
+    final exit's answer against the policy's), so its standard error is small and honest; asking
+    that loss plus `confidence_z` standard errors to stay within `tolerance` keeps the point from
+    being fitted to the validation split's luck."""
+
+    tolerance: float = 0.005
+    confidence_z: float = 1.0
+
+
+def paired_loss(exits: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
+    """Accuracy loss against the final exit and its standard error, from per-image differences."""
+    count = correct.shape[1]
+    difference = correct[-1].astype(np.float64) - correct[exits, np.arange(count)]
+    error = float(difference.std(ddof=1) / np.sqrt(count)) if count > 1 else 0.0
+    return float(difference.mean()), error
+
+
+def cheapest_within(
+    front: list[ProfilePoint], scores: np.ndarray, correct: np.ndarray, selection: Selection
+) -> ProfilePoint:
+    """The cheapest validation setting whose loss against the final exit, plus its margin of
+    error, is within the tolerance; the most accurate setting when none is."""
+    for point in sorted(front, key=lambda p: p.expected_macs):
+        loss, error = paired_loss(exit_indices(scores, threshold_array(point.thresholds)), correct)
+        if loss + selection.confidence_z * error <= selection.tolerance:
+            return point
+    return max(front, key=lambda p: p.accuracy)
 
 
 def oracle(correct: np.ndarray, exit_macs: list[int]) -> Outcome:

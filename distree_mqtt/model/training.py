@@ -134,6 +134,8 @@ class TrainedModel:
     validation: list[float]
     """Validation accuracy per exit of `network` (the averaged weights where averaging is on)."""
     averaged_epochs: int = 0
+    hardware: str = ""
+    """What ran the optimisation, e.g. "2 CPU threads" or the GPU's name."""
 
 
 def random_crop_flip(
@@ -407,7 +409,22 @@ def train(
             )
         validation = averaged
     network = network.to("cpu", memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
-    return TrainedModel(config, network, input_spec, data, history, validation, average.count)
+    return TrainedModel(
+        config,
+        network,
+        input_spec,
+        data,
+        history,
+        validation,
+        average.count,
+        _hardware(compute, options.threads),
+    )
+
+
+def _hardware(device: torch.device, threads: int) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{threads} CPU threads" if device.type == "cpu" else device.type
 
 
 def _per_exit(accuracies: list[float]) -> str:

@@ -15,3 +15,14 @@ def test_the_training_line_says_when_the_bundle_holds_averaged_weights() -> None
     assert "mean of the last" not in plain
     report["training"]["averaged_epochs"] = 6
     assert "The bundle holds the mean of the last 6 epochs' weights." in render_markdown(report, [])
+
+
+def test_the_header_states_the_selection_rule_and_the_training_hardware() -> None:
+    report = json.loads(REPORT.read_text())
+    report["tolerance_points"], report["selection_confidence_z"] = 0.5, 1.0
+    report["training"]["hardware"] = "NVIDIA H200"
+    text = render_markdown(report, [])
+    assert "plus 1 standard error of that per-image paired loss, is within 0.5 point" in text
+    assert "(NVIDIA H200, seed" in text
+    del report["training"]["hardware"]
+    assert f"({report['training']['threads']} CPU threads, seed" in render_markdown(report, [])

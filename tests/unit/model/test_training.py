@@ -48,6 +48,7 @@ def test_a_tiny_run_really_learns(tmp_path: Path) -> None:
     assert accuracies[-1] > 0.6
     assert (tmp_path / "checkpoint.pt").exists()
     assert (tmp_path / "history.json").exists()
+    assert trained.hardware == "1 CPU threads"  # recorded in the bundle's training entry
 
 
 def test_resuming_gives_the_same_weights_as_one_uninterrupted_run(tmp_path: Path) -> None:
