@@ -51,10 +51,11 @@ def run_train(args: argparse.Namespace) -> int:
     from distree_mqtt.model.training import TrainConfig, train
 
     config = TrainConfig.from_toml(args.config)
-    if args.epochs is not None:
-        config.train.epochs = args.epochs
+    overrides = {"epochs": args.epochs} if args.epochs is not None else {}
     if args.freeze_backbone:
-        config.train.freeze_backbone = True
+        overrides["freeze_backbone"] = True
+    if overrides:
+        config = config.with_train(**overrides)
     out = args.out or Path("runs") / config.name
     trained = train(config, out, resume=not args.no_resume, show_progress=not args.quiet, device=args.device)
     manifest = export_bundle(trained, args.bundle or out / "bundle")

@@ -10,6 +10,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,6 +118,10 @@ class TrainConfig(BaseModel):
                 f"train.exit_gradient_scales needs {self.model.num_stages - 1} entries >= 0 (one per early exit)"
             )
         return self
+
+    def with_train(self, **changes: Any) -> TrainConfig:
+        """A copy with some `train` fields changed, checked like a config read from a file."""
+        return TrainConfig.model_validate(self.model_dump() | {"train": self.train.model_dump() | changes})
 
     @classmethod
     def from_toml(cls, path: Path) -> TrainConfig:

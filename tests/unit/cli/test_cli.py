@@ -41,6 +41,21 @@ def test_invalid_config_names_the_field(tmp_path: Path, capsys) -> None:
     assert "depth must be 6n+4" in error and error.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("extra", "epochs", "message"),
+    [("", "0", "epochs"), ("average_last_epochs = 3\n", "2", "average_last_epochs must not exceed")],
+)
+def test_an_epochs_override_is_checked_like_the_config(
+    tmp_path: Path, capsys, extra, epochs, message
+) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(f'name = "x"\n[model]\ndepth = 10\n[train]\nepochs = 4\n{extra}')
+    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--epochs", epochs]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_info_verifies_a_bundle_and_rejects_a_broken_one(tiny_bundle: Path, capsys) -> None:
     assert main(["info", str(tiny_bundle)]) == 0
     assert "all stage hashes verified" in capsys.readouterr().out
