@@ -67,7 +67,7 @@ def export_bundle(trained: TrainedModel, bundle_dir: Path) -> Manifest:
         "epochs": len(history),
         "train_seconds": round(sum(record["seconds"] for record in history), 1),
         "threads": trained.config.train.threads,
-        "hardware": trained.hardware or f"{trained.config.train.threads} CPU threads",
+        "hardware": trained.hardware,
         "seed": trained.config.train.seed,
     }
     training |= {f"val_accuracy_exit_{k}": value for k, value in enumerate(trained.validation)}

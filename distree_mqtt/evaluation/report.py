@@ -90,10 +90,10 @@ def evaluate_split(validation: ExitCache, test: ExitCache, manifest: Manifest) -
     }
     for name in criterion_names():
         criterion = get_criterion(name)
-        front = sweep(validation.scores(criterion, temperatures), val_correct, macs)
+        val_scores = validation.scores(criterion, temperatures)
+        front = sweep(val_scores, val_correct, macs)
         test_scores = test.scores(criterion, temperatures)
         curve = apply_settings(front, test_scores, test_correct, macs)
-        val_scores = validation.scores(criterion, temperatures)
         chosen = cheapest_within(front, val_scores, val_correct, SELECTION)
         val_loss, val_error = paired_loss(
             exit_indices(val_scores, threshold_array(chosen.thresholds)), val_correct

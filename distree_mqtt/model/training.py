@@ -138,9 +138,9 @@ class TrainedModel:
     history: list[dict[str, float]]
     validation: list[float]
     """Validation accuracy per exit of `network` (the averaged weights where averaging is on)."""
-    averaged_epochs: int = 0
-    hardware: str = ""
+    hardware: str
     """What ran the optimisation, e.g. "2 CPU threads" or the GPU's name."""
+    averaged_epochs: int = 0
 
 
 def random_crop_flip(
@@ -421,8 +421,8 @@ def train(
         data,
         history,
         validation,
-        average.count,
-        _hardware(compute, options.threads),
+        hardware=_hardware(compute, options.threads),
+        averaged_epochs=average.count,
     )
 
 
