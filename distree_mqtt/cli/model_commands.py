@@ -21,6 +21,9 @@ def register(commands: Any) -> None:
     train.add_argument("--bundle", type=Path, help="where to write the bundle (default: OUT/bundle)")
     train.add_argument("--epochs", type=int, help="override train.epochs")
     train.add_argument(
+        "--seed", type=int, help="override train.seed (the default run directory gets a -seed<N> suffix)"
+    )
+    train.add_argument(
         "--no-resume", action="store_true", help="start from scratch even if a checkpoint exists"
     )
     train.add_argument("--freeze-backbone", action="store_true", help="train only the exit heads")
@@ -51,12 +54,10 @@ def run_train(args: argparse.Namespace) -> int:
     from distree_mqtt.model.training import TrainConfig, train
 
     config = TrainConfig.from_toml(args.config)
-    overrides = {"epochs": args.epochs} if args.epochs is not None else {}
-    if args.freeze_backbone:
-        overrides["freeze_backbone"] = True
+    overrides = train_overrides(args)
     if overrides:
         config = config.with_train(**overrides)
-    out = args.out or Path("runs") / config.name
+    out = args.out or default_run_directory(config.name, args.seed)
     trained = train(config, out, resume=not args.no_resume, show_progress=not args.quiet, device=args.device)
     manifest = export_bundle(trained, args.bundle or out / "bundle")
     summary = {
@@ -70,6 +71,24 @@ def run_train(args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The `train` fields the command line replaces in the config file."""
+    overrides: dict[str, Any] = {}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.freeze_backbone:
+        overrides["freeze_backbone"] = True
+    return overrides
+
+
+def default_run_directory(name: str, seed: int | None) -> Path:
+    """runs/<name>, or runs/<name>-seed<N> for a seed override, so a second seed never meets the
+    first one's checkpoint."""
+    return Path("runs") / (name if seed is None else f"{name}-seed{seed}")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from distree_mqtt.cli.main import main
+from distree_mqtt.cli.main import build_parser, main
+from distree_mqtt.cli.model_commands import default_run_directory, train_overrides
 from distree_mqtt.reference import reference_bundle
 
 SUBCOMMANDS = [["train"], ["evaluate"], ["info"], ["bench"], ["bench", "offline"], ["demo"]]
@@ -54,6 +55,15 @@ def test_an_epochs_override_is_checked_like_the_config(
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_seed_and_epochs_overrides_reach_the_config_and_the_run_directory() -> None:
+    args = build_parser().parse_args(["train", "run.toml", "--seed", "3", "--epochs", "5"])
+    assert train_overrides(args) == {"seed": 3, "epochs": 5}
+    assert default_run_directory("cifar10", args.seed) == Path("runs/cifar10-seed3")
+    plain = build_parser().parse_args(["train", "run.toml", "--freeze-backbone"])
+    assert train_overrides(plain) == {"freeze_backbone": True}
+    assert default_run_directory("cifar10", plain.seed) == Path("runs/cifar10")
 
 
 def test_info_verifies_a_bundle_and_rejects_a_broken_one(tiny_bundle: Path, capsys) -> None:
