@@ -442,14 +442,16 @@ def _check_resumable(
     """A checkpoint continues only a run it is part of: the same config, except that the run may
     have been extended (more epochs, more cycles) with an identical schedule up to the checkpoint,
     and the averaging window may change while the checkpoint holds exactly the snapshots the new
-    window asks for (averaging never changes the trajectory). Fields added to the config since
+    window asks for (averaging never changes the trajectory). The name is a label and may change
+    too (a run chosen among seeds is renamed before it ships). Fields added to the config since
     the checkpoint take their defaults."""
     schedule_fields = {"epochs", "lr_cycles", "average_last_epochs"}
     same_otherwise = saved.model_copy(
         update={
+            "name": config.name,
             "train": saved.train.model_copy(
                 update={name: getattr(config.train, name) for name in schedule_fields}
-            )
+            ),
         }
     )
     done_steps = epochs_done * steps_per_epoch

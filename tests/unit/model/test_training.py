@@ -66,10 +66,17 @@ def test_resuming_gives_the_same_weights_as_one_uninterrupted_run(tmp_path: Path
         assert torch.allclose(resumed.network.state_dict()[name].float(), tensor.float(), atol=1e-6), name
 
 
-def test_a_checkpoint_from_another_config_is_refused(tmp_path: Path) -> None:
-    train(_config(epochs=1), tmp_path, show_progress=False)
+def test_a_checkpoint_from_another_config_is_refused_but_a_renamed_one_resumes(tmp_path: Path) -> None:
+    first = train(_config(epochs=1), tmp_path, show_progress=False)
     with pytest.raises(ValueError, match="trained with another config"):
         train(_config(epochs=1, learning_rate=0.2), tmp_path, show_progress=False)
+    renamed = train(
+        _config(epochs=1).model_copy(update={"name": "tiny-final"}), tmp_path, show_progress=False
+    )
+    assert renamed.config.name == "tiny-final"
+    assert renamed.history == first.history  # nothing retrained: the checkpoint was complete
+    for name, tensor in first.network.state_dict().items():
+        assert torch.equal(renamed.network.state_dict()[name], tensor), name
 
 
 def test_freeze_backbone_trains_only_the_heads(tmp_path: Path) -> None:
