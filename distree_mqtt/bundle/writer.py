@@ -43,7 +43,10 @@ def write_bundle(
     for index, (stage, cost) in enumerate(zip(network.stages, costs, strict=True)):
         weights_file = f"stage-{index}.safetensors"
         tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in stage.state_dict().items()}
-        save_file(tensors, staging / weights_file, metadata={"model_id": model_id, "stage_index": str(index)})
+        # One metadata key: safetensors writes the metadata map in a random order, and the file's
+        # hash must be the same every time the same weights are exported.
+        label = json.dumps({"model_id": model_id, "stage_index": index}, sort_keys=True)
+        save_file(tensors, staging / weights_file, metadata={"distree_stage": label})
         entries.append(
             StageEntry(
                 index=index,

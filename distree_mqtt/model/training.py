@@ -46,6 +46,13 @@ class OptimisationSpec(BaseModel):
     )
     momentum: float = Field(0.9, title="SGD Nesterov momentum", ge=0, lt=1)
     weight_decay: float = Field(5e-4, title="L2 weight decay", ge=0)
+    decay_norm_and_bias: bool = Field(
+        True,
+        title=(
+            "Apply weight decay to batch-norm scales and shifts and to biases too (false: only to "
+            "convolution and linear weights, as the fast CIFAR-10 baselines train)"
+        ),
+    )
     label_smoothing: float = Field(0.0, title="Label smoothing of every exit's loss", ge=0, lt=1)
     exit_weights: list[float] | None = Field(None, title="Loss weight per exit (default all 1)")
     distillation_weight: float = Field(
@@ -182,6 +189,20 @@ def random_cutout(images: torch.Tensor, size: int, generator: torch.Generator) -
     return images.masked_fill(inside[:, None], 0.0)
 
 
+def decay_groups(
+    parameters: list[torch.nn.Parameter], weight_decay: float, decay_norm_and_bias: bool
+) -> list[dict[str, Any]]:
+    """Optimiser parameter groups. Scales, shifts and biases (the one-dimensional parameters) are
+    exempt from decay when `decay_norm_and_bias` is off; otherwise there is one group, so the
+    optimiser state of runs checkpointed before the option existed still loads."""
+    if decay_norm_and_bias:
+        return [{"params": parameters, "weight_decay": weight_decay}]
+    return [
+        {"params": [p for p in parameters if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in parameters if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+
+
 def training_forward(
     network: MultiExitNetwork, batch: torch.Tensor, gradient_scales: list[float]
 ) -> list[ExitOutput]:
@@ -307,11 +328,10 @@ def train(
     projectors = projectors.to(compute)
     parameters = [p for p in [*network.parameters(), *projectors.parameters()] if p.requires_grad]
     optimiser = torch.optim.SGD(
-        parameters,
+        decay_groups(parameters, options.weight_decay, options.decay_norm_and_bias),
         lr=options.learning_rate,
         momentum=options.momentum,
         nesterov=options.momentum > 0,
-        weight_decay=options.weight_decay,
     )
     weights = LossWeights(
         exit_weights=options.exit_weights or [1.0] * config.model.num_stages,

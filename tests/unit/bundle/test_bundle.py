@@ -9,6 +9,7 @@ import torch
 
 from distree_mqtt.bundle import BundleError, load_manifest, load_network, load_stage
 from distree_mqtt.bundle import loader as loader_module
+from tests.conftest import make_bundle
 
 
 def test_split_equals_unsplit(tiny_bundle: Path, tiny_network) -> None:
@@ -32,6 +33,11 @@ def test_round_trip_keeps_every_tensor(tiny_bundle: Path, tiny_network) -> None:
         assert torch.equal(loaded.state_dict()[name], tensor), name
     assert manifest.compute_content_hash() == manifest.content_hash
     assert [s.input_shape for s in manifest.stages] == [[1, 28, 28], [16, 28, 28], [32, 14, 14]]
+
+
+def test_exporting_the_same_weights_gives_the_same_bytes(tmp_path: Path, tiny_spec, tiny_network) -> None:
+    hashes = {make_bundle(tmp_path / f"b{i}", tiny_spec, tiny_network).content_hash for i in range(8)}
+    assert len(hashes) == 1
 
 
 def test_loading_one_stage_reads_only_its_own_file(tiny_bundle: Path, monkeypatch) -> None:

@@ -11,6 +11,7 @@ from distree_mqtt.model.losses import scale_gradient
 from distree_mqtt.model.spec import ModelSpec, build_network
 from distree_mqtt.model.training import (
     TrainConfig,
+    decay_groups,
     exit_accuracies,
     random_crop_flip,
     random_cutout,
@@ -147,6 +148,26 @@ def test_every_shipped_training_config_is_valid(path: Path) -> None:
     assert len(TRAIN_CONFIGS) >= 3  # mnist, cifar10 and the conv-group alternative
     config = TrainConfig.from_toml(path)
     assert config.name and config.train.epochs >= 1
+
+
+def test_norm_and_bias_parameters_can_be_exempt_from_weight_decay() -> None:
+    network = build_network(
+        ModelSpec.model_validate({"backbone": "conv_groups", "group_widths": [8, 16, 16]})
+    )
+    parameters = [p for p in network.parameters() if p.requires_grad]
+    assert [len(g["params"]) for g in decay_groups(parameters, 0.1, True)] == [len(parameters)]
+
+    before = [p.detach().clone() for p in parameters]
+    optimiser = torch.optim.SGD(decay_groups(parameters, 0.1, False), lr=1.0)
+    for p in parameters:
+        p.grad = torch.zeros_like(p)  # only the decay moves a parameter
+    optimiser.step()
+    for old, new in zip(before, parameters, strict=True):
+        if new.ndim > 1:  # convolution and linear weights shrink by lr * decay
+            assert torch.allclose(new, old * 0.9)
+        else:  # batch-norm scales and shifts, biases: untouched
+            assert torch.equal(new, old)
+    assert any(p.ndim <= 1 for p in parameters) and any(p.ndim > 1 for p in parameters)
 
 
 def test_scale_gradient_is_the_identity_forward_and_scales_the_gradient_back() -> None:
