@@ -39,6 +39,8 @@ class ExitHead(nn.Module):
         spatial_size: int,
         preactivated: bool = True,
         downsampling: Literal["strided_conv", "max_pool"] = "strided_conv",
+        pooling: Literal["avg", "max"] = "avg",
+        logit_scale: float = 1.0,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -57,14 +59,18 @@ class ExitHead(nn.Module):
                 nn.ReLU(inplace=True),
             ]
             embedding_dim = width
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        layers += [nn.AdaptiveAvgPool2d(1) if pooling == "avg" else nn.AdaptiveMaxPool2d(1), nn.Flatten()]
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(embedding_dim, num_classes)
         self.embedding_dim = embedding_dim
+        self.logit_scale = logit_scale
 
     def forward(self, x: torch.Tensor) -> ExitOutput:
         embedding = self.features(x)
-        return ExitOutput(logits=self.classifier(embedding), embedding=embedding)
+        logits = self.classifier(embedding)
+        if self.logit_scale != 1.0:
+            logits = logits * self.logit_scale
+        return ExitOutput(logits=logits, embedding=embedding)
 
 
 class Stage(nn.Module):

@@ -61,6 +61,21 @@ class ModelSpec(BaseModel):
             "or a 2x2 max-pool before it (cheaper)"
         ),
     )
+    final_head_pooling: Literal["avg", "max"] = Field(
+        "avg",
+        title=(
+            "Global pooling of the final exit: average, or max (the head of the fast CIFAR-10 "
+            "baselines, which pairs it with final_logit_scale = 0.125)"
+        ),
+    )
+    final_logit_scale: float = Field(
+        1.0,
+        title=(
+            "Constant multiplier of the final exit's logits; below 1 it slows how fast the final "
+            "classifier's outputs grow under SGD"
+        ),
+        gt=0,
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -98,8 +113,13 @@ class ModelSpec(BaseModel):
         data: dict[str, Any] = handler(self)
         if self.backbone != "conv_groups":
             data.pop("group_widths", None)
-        if self.exit_head_downsampling == "strided_conv":  # the default, older than the field
+        # Defaults of fields newer than the bundles already shipped are left out likewise.
+        if self.exit_head_downsampling == "strided_conv":
             data.pop("exit_head_downsampling", None)
+        if self.final_head_pooling == "avg":
+            data.pop("final_head_pooling", None)
+        if self.final_logit_scale == 1.0:
+            data.pop("final_logit_scale", None)
         return data
 
     @property
@@ -158,6 +178,8 @@ def build_network(spec: ModelSpec, pretrained: bool = False) -> MultiExitNetwork
             size,
             preactivated=preactivated,
             downsampling=spec.exit_head_downsampling,
+            pooling=spec.final_head_pooling if is_last else "avg",
+            logit_scale=spec.final_logit_scale if is_last else 1.0,
         )
         stages.append(Stage(body, head))
     return MultiExitNetwork(stages)

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
+from distree_mqtt.bundle import load_manifest, load_stage
 from distree_mqtt.model import ModelSpec, build_network
 from distree_mqtt.model.conv_groups import init_whitening, whitening_stem
 from distree_mqtt.model.flops import stage_costs
+from tests.conftest import make_bundle
 
 
 def test_conv_group_stages_chain_for_gray_and_rgb() -> None:
@@ -69,3 +73,34 @@ def test_max_pool_exit_heads_are_cheaper_and_chain_like_strided_ones() -> None:
     assert ModelSpec.model_validate_json(pooled.model_dump_json()) == pooled
     with pytest.raises(ValueError, match="exit_head_downsampling"):
         ModelSpec(exit_head_downsampling="average")
+
+
+def test_max_pooled_scaled_final_head_round_trips_through_a_bundle(tmp_path: Path) -> None:
+    spec = ModelSpec(
+        backbone="conv_groups", group_widths=[8, 16, 32], head_widths=[16, 16], input_shape=(1, 28, 28)
+    )
+    headed = spec.model_copy(update={"final_head_pooling": "max", "final_logit_scale": 0.125})
+    torch.manual_seed(0)
+    network = build_network(headed).eval()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        final_map = list(network.iter_exits(x))[-1][1]
+        outputs = network(x)
+        head = network.stage(2).head
+        assert torch.equal(outputs[-1].embedding, final_map.amax(dim=(2, 3)))
+        assert torch.allclose(outputs[-1].logits, 0.125 * head.classifier(outputs[-1].embedding), atol=1e-6)
+    # Only the final head changes; early heads keep average pooling and unscaled logits.
+    assert isinstance(network.stage(0).head.features[-2], torch.nn.AdaptiveAvgPool2d)
+    assert network.stage(0).head.logit_scale == 1.0
+    # The defaults stay out of the dump (older bundles keep their hashes); the choice survives
+    # a bundle round trip, and the bundle run stage by stage gives the unsplit logits.
+    assert not {"final_head_pooling", "final_logit_scale"} & spec.model_dump().keys()
+    make_bundle(tmp_path / "bundle", headed, network)
+    assert load_manifest(tmp_path / "bundle").model == headed
+    features = x
+    with torch.no_grad():
+        for index in range(3):
+            features, output = load_stage(tmp_path / "bundle", index)(features)
+            assert torch.allclose(output.logits, outputs[index].logits, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="final_logit_scale"):
+        ModelSpec(final_logit_scale=0)
