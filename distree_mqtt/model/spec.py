@@ -21,6 +21,9 @@ from distree_mqtt.model.multi_exit import ExitHead, MultiExitNetwork, Stage
 from distree_mqtt.model.residual import even_split_points, wide_resnet_units
 from distree_mqtt.model.torchvision_stages import load_torchvision_model, named_units, split_named_units
 
+# Options newer than bundles already shipped: left out of the dump while at their defaults.
+_LEFT_OUT_AT_DEFAULT = ("exit_head_downsampling", "final_head_pooling", "final_logit_scale")
+
 
 class ModelSpec(BaseModel):
     """Everything needed to rebuild a multi-exit network (its weights live in the bundle)."""
@@ -107,19 +110,15 @@ class ModelSpec(BaseModel):
         return self
 
     @model_serializer(mode="wrap")
-    def _omit_other_backbones_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Bundles hash this dump: a field added for one backbone must not change the identity
-        # (and so the content hash) of bundles of the others.
+    def _stable_identity(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Bundles hash this dump: a field added later (for one backbone, or a new option) must
+        # not change the identity, and so the content hash, of bundles that do not use it.
         data: dict[str, Any] = handler(self)
         if self.backbone != "conv_groups":
             data.pop("group_widths", None)
-        # Defaults of fields newer than the bundles already shipped are left out likewise.
-        if self.exit_head_downsampling == "strided_conv":
-            data.pop("exit_head_downsampling", None)
-        if self.final_head_pooling == "avg":
-            data.pop("final_head_pooling", None)
-        if self.final_logit_scale == 1.0:
-            data.pop("final_logit_scale", None)
+        for name in _LEFT_OUT_AT_DEFAULT:
+            if getattr(self, name) == type(self).model_fields[name].default:
+                data.pop(name, None)
         return data
 
     @property
