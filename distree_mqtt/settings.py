@@ -277,7 +277,8 @@ class OrchestratorSettings(BaseModel):
     static_thresholds: list[float | None] | None = Field(
         None,
         title="Static thresholds",
-        description="One threshold per early exit for static mode; null never exits there.",
+        description="One threshold per early exit for static mode; null never exits there. "
+        "Unset: the bundle's operating point for the criterion.",
     )
     control_interval_s: float = Field(
         0.5, gt=0, le=60, title="Control interval (s)", description="How often thresholds are reconsidered."

@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
-from distree_mqtt.bundle.manifest import SCHEMA_VERSION, Manifest
+from distree_mqtt.bundle.manifest import READABLE_SCHEMA_VERSIONS, Manifest
 from distree_mqtt.model.multi_exit import MultiExitNetwork, Stage
 from distree_mqtt.model.spec import build_stage
 
@@ -32,9 +32,10 @@ def load_manifest(bundle_dir: Path) -> Manifest:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BundleError(f"{path}: invalid JSON ({error})") from None
     version = raw.get("schema_version") if isinstance(raw, dict) else None
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_SCHEMA_VERSIONS:
+        readable = ", ".join(str(v) for v in READABLE_SCHEMA_VERSIONS)
         raise BundleError(
-            f"{path}: schema version {version!r} is not supported (this release reads {SCHEMA_VERSION})"
+            f"{path}: schema version {version!r} is not supported (this release reads {readable})"
         )
     try:
         manifest = Manifest.model_validate(raw)

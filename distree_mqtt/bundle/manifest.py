@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from distree_mqtt.model.input_spec import InputSpec
 from distree_mqtt.model.spec import ModelSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 lacks `exit_policy.operating_points`; everything else reads the same.
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 
 class StageEntry(BaseModel):
@@ -44,6 +46,13 @@ class ProfilePoint(BaseModel):
     accuracy: float
 
 
+class OperatingPoint(ProfilePoint):
+    """The setting chosen offline for "comparable accuracy", with the evidence for it."""
+
+    loss: float = Field(title="Validation accuracy lost against the final exit (paired per image)")
+    loss_standard_error: float = Field(ge=0, title="Standard error of that paired loss")
+
+
 class CalibrationEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -62,6 +71,11 @@ class ExitPolicyProfile(BaseModel):
     default_criterion: str
     profiles: dict[str, list[ProfilePoint]] = Field(
         title="Per criterion, the Pareto-optimal threshold settings on the validation split"
+    )
+    operating_points: dict[str, OperatingPoint] = Field(
+        default_factory=dict,
+        title="Per criterion, the cheapest setting whose validation loss against the final exit, plus "
+        "one standard error, is within half a point (empty in schema version 1 bundles)",
     )
 
 

@@ -115,5 +115,14 @@ def run_info(args: argparse.Namespace) -> int:
             f"{stage.body_macs / 1e6:.2f} M MACs + head {stage.head_macs / 1e6:.2f} M, "
             f"{stage.parameters} parameters, T={stage.temperature:.3f}"
         )
-    print(f"default exit criterion: {manifest.exit_policy.default_criterion}")
+    policy = manifest.exit_policy
+    print(f"default exit criterion: {policy.default_criterion}")
+    point = policy.operating_points.get(policy.default_criterion)
+    if point is not None:
+        thresholds = ", ".join("never" if t is None else f"{t:.4g}" for t in point.thresholds)
+        print(
+            f"  operating point: thresholds [{thresholds}], "
+            f"{100 * (1 - point.expected_macs / manifest.no_exit_macs):.1f}% fewer MACs, validation "
+            f"loss {100 * point.loss:.2f} ± {100 * point.loss_standard_error:.2f} points"
+        )
     return 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distree_mqtt.bundle.manifest import CalibrationEntry, ExitPolicyProfile, Manifest
+from distree_mqtt.bundle.manifest import CalibrationEntry, ExitPolicyProfile, Manifest, ProfilePoint
 from distree_mqtt.bundle.writer import write_bundle
 from distree_mqtt.evaluation.exit_cache import ExitCache, collect_exits
-from distree_mqtt.evaluation.tradeoff import Selection, cheapest_within, sweep, thin
+from distree_mqtt.evaluation.tradeoff import COMPARABLE_ACCURACY, cheapest_within, sweep, thin
 from distree_mqtt.model.calibration import (
     expected_calibration_error,
     fit_temperature,
@@ -18,8 +18,6 @@ from distree_mqtt.model.flops import exit_macs, stage_costs
 from distree_mqtt.model.training import TrainedModel
 
 PROFILE_POINTS = 48
-# How the default criterion is judged: its saving at "comparable accuracy".
-DEFAULT_SELECTION = Selection()
 
 
 def calibrate(cache: ExitCache) -> list[CalibrationEntry]:
@@ -41,17 +39,26 @@ def calibrate(cache: ExitCache) -> list[CalibrationEntry]:
 def profile_criteria(
     cache: ExitCache, temperatures: list[float], macs_per_exit: list[int]
 ) -> ExitPolicyProfile:
-    """Pareto fronts per criterion on validation data; the default saves most at equal accuracy."""
+    """Pareto fronts per criterion on validation data, each with its operating point at
+    comparable accuracy; the default criterion is the one whose operating point is cheapest."""
     correct = cache.correct()
     profiles = {}
-    savings = {}
+    chosen = {}
     for name in criterion_names():
         scores = cache.scores(get_criterion(name), temperatures)
         front = sweep(scores, correct, macs_per_exit)
-        profiles[name] = thin(front, PROFILE_POINTS)
-        savings[name] = cheapest_within(front, scores, correct, DEFAULT_SELECTION).expected_macs
-    default = min(savings, key=lambda name: savings[name])
-    return ExitPolicyProfile(default_criterion=default, profiles=profiles)
+        chosen[name] = cheapest_within(front, scores, correct, COMPARABLE_ACCURACY)
+        profiles[name] = with_point(thin(front, PROFILE_POINTS), chosen[name])
+    default = min(chosen, key=lambda name: chosen[name].expected_macs)
+    return ExitPolicyProfile(default_criterion=default, profiles=profiles, operating_points=chosen)
+
+
+def with_point(front: list[ProfilePoint], point: ProfilePoint) -> list[ProfilePoint]:
+    """Thinning may drop the operating point; the orchestrator should be able to pick it too."""
+    plain = ProfilePoint.model_validate(point.model_dump(include=set(ProfilePoint.model_fields)))
+    if plain in front:
+        return front
+    return sorted([*front, plain], key=lambda p: p.expected_macs)
 
 
 def export_bundle(trained: TrainedModel, bundle_dir: Path) -> Manifest:

@@ -15,24 +15,18 @@ from distree_mqtt.bundle import Manifest, load_network, load_stage
 from distree_mqtt.data import DatasetSplits, DataSpec, ImageSet, load_dataset
 from distree_mqtt.evaluation.exit_cache import ExitCache, collect_exits
 from distree_mqtt.evaluation.tradeoff import (
+    COMPARABLE_ACCURACY,
     Outcome,
-    Selection,
     apply_settings,
     cheapest_within,
-    exit_indices,
     fixed_exit,
     oracle,
-    paired_loss,
     sweep,
-    threshold_array,
 )
 from distree_mqtt.model.calibration import expected_calibration_error, negative_log_likelihood
 from distree_mqtt.model.criteria import criterion_names, get_criterion
 from distree_mqtt.model.multi_exit import MultiExitNetwork
 from distree_mqtt.model.training import TrainConfig
-
-# "Comparable accuracy": half a point below the final exit, one standard error to spare.
-SELECTION = Selection()
 
 
 @dataclass(frozen=True)
@@ -94,18 +88,15 @@ def evaluate_split(validation: ExitCache, test: ExitCache, manifest: Manifest) -
         front = sweep(val_scores, val_correct, macs)
         test_scores = test.scores(criterion, temperatures)
         curve = apply_settings(front, test_scores, test_correct, macs)
-        chosen = cheapest_within(front, val_scores, val_correct, SELECTION)
-        val_loss, val_error = paired_loss(
-            exit_indices(val_scores, threshold_array(chosen.thresholds)), val_correct
-        )
+        chosen = cheapest_within(front, val_scores, val_correct, COMPARABLE_ACCURACY)
         measured = apply_settings([chosen], test_scores, test_correct, macs)[0]
         saving = 1.0 - measured.expected_macs / no_exit
         result["criteria"][name] = {
             "operating_point": {
                 "thresholds": chosen.thresholds,
                 "validation_accuracy": chosen.accuracy,
-                "validation_loss_points": 100.0 * val_loss,
-                "validation_loss_error_points": 100.0 * val_error,
+                "validation_loss_points": 100.0 * chosen.loss,
+                "validation_loss_error_points": 100.0 * chosen.loss_standard_error,
                 **_outcome_dict(measured, no_exit),
                 "accuracy_loss_points": 100.0 * (final_test_accuracy - measured.accuracy),
                 "share_of_oracle_saving": saving / oracle_saving if oracle_saving > 0 else 0.0,
@@ -174,8 +165,8 @@ def evaluate_bundle(
         "training": manifest.training,
         "default_criterion": manifest.exit_policy.default_criterion,
         "calibration": _calibration_table(manifest, caches["test"]),
-        "tolerance_points": 100 * SELECTION.tolerance,
-        "selection_confidence_z": SELECTION.confidence_z,
+        "tolerance_points": 100 * COMPARABLE_ACCURACY.tolerance,
+        "selection_confidence_z": COMPARABLE_ACCURACY.confidence_z,
         "splits": {name: evaluate_split(validation, cache, manifest) for name, cache in caches.items()},
     }
     out_dir.mkdir(parents=True, exist_ok=True)

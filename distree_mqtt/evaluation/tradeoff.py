@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distree_mqtt.bundle.manifest import ProfilePoint
+from distree_mqtt.bundle.manifest import OperatingPoint, ProfilePoint
 
 MAX_GRID_SETTINGS = 6000
 
@@ -115,6 +115,11 @@ class Selection:
     confidence_z: float = 1.0
 
 
+# "Comparable accuracy": half a point below the final exit, one standard error to spare. Bundles'
+# operating points and the offline report's measured savings both use it.
+COMPARABLE_ACCURACY = Selection()
+
+
 def paired_loss(exits: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
     """Accuracy loss against the final exit and its standard error, from per-image differences."""
     count = correct.shape[1]
@@ -125,14 +130,19 @@ def paired_loss(exits: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
 
 def cheapest_within(
     front: list[ProfilePoint], scores: np.ndarray, correct: np.ndarray, selection: Selection
-) -> ProfilePoint:
+) -> OperatingPoint:
     """The cheapest validation setting whose loss against the final exit, plus its margin of
     error, is within the tolerance; the most accurate setting when none is."""
-    for point in sorted(front, key=lambda p: p.expected_macs):
+
+    def measured(point: ProfilePoint) -> OperatingPoint:
         loss, error = paired_loss(exit_indices(scores, threshold_array(point.thresholds)), correct)
-        if loss + selection.confidence_z * error <= selection.tolerance:
-            return point
-    return max(front, key=lambda p: p.accuracy)
+        return OperatingPoint(**point.model_dump(), loss=loss, loss_standard_error=error)
+
+    for point in sorted(front, key=lambda p: p.expected_macs):
+        candidate = measured(point)
+        if candidate.loss + selection.confidence_z * candidate.loss_standard_error <= selection.tolerance:
+            return candidate
+    return measured(max(front, key=lambda p: p.accuracy))
 
 
 def oracle(correct: np.ndarray, exit_macs: list[int]) -> Outcome:

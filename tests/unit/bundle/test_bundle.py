@@ -134,3 +134,15 @@ def test_no_pickle_in_the_bundle(tiny_bundle: Path) -> None:
     for file in tiny_bundle.iterdir():
         assert file.suffix in {".json", ".safetensors"}, file
         assert not file.read_bytes().startswith(b"\x80"), f"{file} looks like a pickle"
+
+
+def test_schema_version_1_bundles_still_load(tiny_bundle: Path) -> None:
+    """Version 1 differs only by lacking operating points; devices fall back to a legacy rule."""
+
+    def downgrade(data: dict) -> None:
+        data["schema_version"] = 1
+        data["exit_policy"].pop("operating_points")
+
+    _edit_manifest(tiny_bundle, downgrade)
+    manifest = load_manifest(tiny_bundle)
+    assert manifest.schema_version == 1 and manifest.exit_policy.operating_points == {}

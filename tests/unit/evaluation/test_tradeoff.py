@@ -72,7 +72,12 @@ def test_without_a_margin_of_error_selection_is_the_cheapest_point_within_the_to
     final = float(correct[-1].mean())
     chosen = cheapest_within(front, scores, correct, Selection(tolerance=0.005, confidence_z=0.0))
     eligible = [p for p in front if p.accuracy >= final - 0.005 - 1e-12]
-    assert chosen == min(eligible, key=lambda p: p.expected_macs)
+    cheapest = min(eligible, key=lambda p: p.expected_macs)
+    assert chosen.thresholds == cheapest.thresholds and chosen.expected_macs == cheapest.expected_macs
+    # The chosen point carries the evidence it was chosen on.
+    loss, error = paired_loss(exit_indices(scores, threshold_array(chosen.thresholds)), correct)
+    assert (chosen.loss, chosen.loss_standard_error) == (loss, error)
+    assert chosen.loss == pytest.approx(final - chosen.accuracy)
 
 
 def test_a_margin_of_error_picks_a_costlier_point_whose_loss_bound_is_within_the_tolerance() -> None:
