@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from distree_mqtt.bundle import write_bundle
-from distree_mqtt.bundle.manifest import CalibrationEntry, ExitPolicyProfile, Manifest, ProfilePoint
+from distree_mqtt.bundle.manifest import (
+    CalibrationEntry,
+    ExitPolicyProfile,
+    Manifest,
+    OperatingPoint,
+    ProfilePoint,
+)
 from distree_mqtt.model import ModelSpec, MultiExitNetwork, build_network
 from distree_mqtt.model.input_spec import InputSpec
 
@@ -41,7 +47,12 @@ def make_bundle(directory: Path, spec: ModelSpec, network: MultiExitNetwork) -> 
         for _ in range(spec.num_stages)
     ]
     point = ProfilePoint(thresholds=[0.9, 0.8], exit_rates=[0.5, 0.3, 0.2], expected_macs=1e6, accuracy=0.9)
-    policy = ExitPolicyProfile(default_criterion="max_softmax", profiles={"max_softmax": [point]})
+    chosen = OperatingPoint(**point.model_dump(), loss=0.003, loss_standard_error=0.001)
+    policy = ExitPolicyProfile(
+        default_criterion="max_softmax",
+        profiles={"max_softmax": [point]},
+        operating_points={"max_softmax": chosen},
+    )
     return write_bundle(directory, "tiny", spec, input_spec, network, calibration, policy)
 
 

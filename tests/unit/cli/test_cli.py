@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from distree_mqtt.bundle import load_manifest
 from distree_mqtt.cli.main import build_parser, main
 from distree_mqtt.cli.model_commands import default_run_directory, train_overrides
 from distree_mqtt.reference import reference_bundle
@@ -68,7 +69,12 @@ def test_seed_and_epochs_overrides_reach_the_config_and_the_run_directory() -> N
 
 def test_info_verifies_a_bundle_and_rejects_a_broken_one(tiny_bundle: Path, capsys) -> None:
     assert main(["info", str(tiny_bundle)]) == 0
-    assert "all stage hashes verified" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "all stage hashes verified" in shown
+    # The tiny bundle's profile has one point at 1e6 MACs; the operating point is that point.
+    saving = 100 * (1 - 1e6 / load_manifest(tiny_bundle).no_exit_macs)
+    assert f"operating point: thresholds [0.9, 0.8], {saving:.1f}% fewer MACs" in shown
+    assert "validation loss 0.30 ± 0.10 points" in shown
     (tiny_bundle / "stage-1.safetensors").write_bytes(b"x")
     assert main(["info", str(tiny_bundle)]) == 2
     assert "stage-1.safetensors: hash mismatch" in capsys.readouterr().err
