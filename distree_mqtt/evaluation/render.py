@@ -17,7 +17,8 @@ def render_markdown(report: dict[str, Any], plot_names: list[str]) -> str:
         f"torch {report['machine']['torch']}. Thresholds are chosen on the validation split and "
         f"measured on the splits below; the operating point is the cheapest validation setting "
         f"whose accuracy loss against the final exit, plus {report['selection_confidence_z']:g} "
-        f"standard error of that per-image paired loss, is within {report['tolerance_points']:.1f} point.",
+        f"standard error of that per-image paired loss, is within {report['tolerance_points']:.1f} point; "
+        f"the bundle stores it, and devices apply it until an orchestrator speaks.",
         "",
         "## Stages",
         "",

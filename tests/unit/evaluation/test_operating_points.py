@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,19 @@ def test_a_bundle_without_operating_points_falls_back_to_half_a_point_below_the_
     assert default_policy(manifest).thresholds == [0.8, None]
     with pytest.raises(ValueError, match="no threshold profile for criterion 'entropy'"):
         default_policy(manifest, "entropy")
+
+
+def test_the_reference_bundles_operating_points_are_what_the_offline_report_measured() -> None:
+    """The static policy a device starts with is the point whose test-split saving is published."""
+    for model in ("mnist", "cifar10"):
+        manifest = _reference_manifest(model)
+        report = json.loads((REPORTS / f"offline-{model}" / "report.json").read_text())
+        measured = report["splits"]["test"]["criteria"]
+        assert sorted(manifest.exit_policy.operating_points) == sorted(measured)
+        for name, point in manifest.exit_policy.operating_points.items():
+            published = measured[name]["operating_point"]
+            assert published["thresholds"] == point.thresholds, (model, name)
+            assert published["validation_loss_points"] == pytest.approx(100 * point.loss), (model, name)
 
 
 def _reference_manifest(model: str = "mnist") -> Manifest:
