@@ -59,7 +59,7 @@ def run_train(args: argparse.Namespace) -> int:
         config = config.with_train(**overrides)
     out = args.out or default_run_directory(config.name, args.seed)
     trained = train(config, out, resume=not args.no_resume, show_progress=not args.quiet, device=args.device)
-    manifest = export_bundle(trained, args.bundle or out / "bundle")
+    manifest = export_bundle(trained, args.bundle or out / "bundle", show_progress=not args.quiet)
     summary = {
         "bundle": str(args.bundle or out / "bundle"),
         "model_id": manifest.model_id,

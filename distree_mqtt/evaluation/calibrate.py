@@ -61,9 +61,9 @@ def with_point(front: list[ProfilePoint], point: ProfilePoint) -> list[ProfilePo
     return sorted([*front, plain], key=lambda p: p.expected_macs)
 
 
-def export_bundle(trained: TrainedModel, bundle_dir: Path) -> Manifest:
+def export_bundle(trained: TrainedModel, bundle_dir: Path, show_progress: bool = True) -> Manifest:
     network, spec = trained.network, trained.input_spec
-    validation = collect_exits(network, trained.data.val, spec)
+    validation = collect_exits(network, trained.data.val, spec, show_progress=show_progress)
     calibration = calibrate(validation)
     temperatures = [entry.temperature for entry in calibration]
     macs_per_exit = exit_macs(stage_costs(network, tuple(spec.shape)))

@@ -51,13 +51,22 @@ class ExitCache:
 
 @torch.no_grad()
 def collect_exits(
-    network: MultiExitNetwork, images: ImageSet, input_spec: InputSpec, batch_size: int = 500
+    network: MultiExitNetwork,
+    images: ImageSet,
+    input_spec: InputSpec,
+    batch_size: int = 500,
+    show_progress: bool = True,
 ) -> ExitCache:
     network.eval()
     logits: list[list[torch.Tensor]] = [[] for _ in range(network.num_stages)]
     embeddings: list[list[torch.Tensor]] = [[] for _ in range(network.num_stages)]
     starts = range(0, len(images), batch_size)
-    for start in tqdm(starts, desc=f"exits on {len(images)} images", leave=False, disable=len(starts) < 10):
+    for start in tqdm(
+        starts,
+        desc=f"exits on {len(images)} images",
+        leave=False,
+        disable=not show_progress or len(starts) < 10,
+    ):
         batch = input_spec.normalise(torch.from_numpy(images.images[start : start + batch_size]))
         for index, output in enumerate(network(batch)):
             logits[index].append(output.logits)
