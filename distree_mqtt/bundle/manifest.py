@@ -52,6 +52,10 @@ class OperatingPoint(ProfilePoint):
     loss: float = Field(title="Validation accuracy lost against the final exit (paired per image)")
     loss_standard_error: float = Field(ge=0, title="Standard error of that paired loss")
 
+    def profile_point(self) -> ProfilePoint:
+        """The setting alone, as the profile lists it."""
+        return ProfilePoint.model_validate(self.model_dump(include=set(ProfilePoint.model_fields)))
+
 
 class CalibrationEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distree_mqtt.bundle.manifest import CalibrationEntry, ExitPolicyProfile, Manifest, ProfilePoint
+from distree_mqtt.bundle.manifest import (
+    CalibrationEntry,
+    ExitPolicyProfile,
+    Manifest,
+    OperatingPoint,
+    ProfilePoint,
+)
 from distree_mqtt.bundle.writer import write_bundle
 from distree_mqtt.evaluation.exit_cache import ExitCache, collect_exits
 from distree_mqtt.evaluation.tradeoff import COMPARABLE_ACCURACY, cheapest_within, sweep, thin
@@ -53,9 +59,9 @@ def profile_criteria(
     return ExitPolicyProfile(default_criterion=default, profiles=profiles, operating_points=chosen)
 
 
-def with_point(front: list[ProfilePoint], point: ProfilePoint) -> list[ProfilePoint]:
+def with_point(front: list[ProfilePoint], point: OperatingPoint) -> list[ProfilePoint]:
     """Thinning may drop the operating point; the orchestrator should be able to pick it too."""
-    plain = ProfilePoint.model_validate(point.model_dump(include=set(ProfilePoint.model_fields)))
+    plain = point.profile_point()
     if plain in front:
         return front
     return sorted([*front, plain], key=lambda p: p.expected_macs)
