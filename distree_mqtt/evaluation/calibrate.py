@@ -86,6 +86,8 @@ def export_bundle(trained: TrainedModel, bundle_dir: Path, show_progress: bool =
     training |= {f"val_accuracy_exit_{k}": value for k, value in enumerate(trained.validation)}
     if trained.averaged_epochs:
         training["averaged_epochs"] = trained.averaged_epochs
+    if trained.config.train.swa_epochs:
+        training["swa_learning_rate"] = trained.config.train.swa_learning_rate
     return write_bundle(
         bundle_dir, trained.config.name, trained.config.model, spec, network, calibration, policy, training
     )

@@ -42,12 +42,7 @@ def render_markdown(report: dict[str, Any], plot_names: list[str]) -> str:
         lines.append(
             f"Training: {training.get('epochs')} epochs in {training.get('train_seconds')} s "
             f"({training.get('hardware') or str(training.get('threads')) + ' CPU threads'}, "
-            f"seed {training.get('seed')})."
-            + (
-                f" The bundle holds the mean of the last {training['averaged_epochs']} epochs' weights."
-                if training.get("averaged_epochs")
-                else ""
-            )
+            f"seed {training.get('seed')})." + _averaging_note(training)
         )
     for split, result in report["splits"].items():
         lines += ["", f"## Split `{split}` ({result['samples']} images)", ""]
@@ -164,3 +159,13 @@ def render_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
         plt.close(figure)
         paths.append(path)
     return paths
+
+
+def _averaging_note(training: dict[str, Any]) -> str:
+    epochs = training.get("averaged_epochs")
+    if not epochs:
+        return ""
+    note = f" The bundle holds the mean of the last {epochs} epochs' weights"
+    if "swa_learning_rate" in training:
+        note += f" (stochastic weight averaging at a constant learning rate of {training['swa_learning_rate']} after the cosine schedule)"
+    return note + "."

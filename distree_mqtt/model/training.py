@@ -83,6 +83,18 @@ class OptimisationSpec(BaseModel):
         ),
         ge=0,
     )
+    swa_epochs: int = Field(
+        0,
+        title=(
+            "Stochastic weight averaging after the cosine schedule: this many more epochs at "
+            "swa_learning_rate, exporting the mean of the weights after each of them with "
+            "batch-norm statistics re-estimated (0 = none; excludes average_last_epochs)"
+        ),
+        ge=0,
+    )
+    swa_learning_rate: float = Field(
+        0.05, title="Constant learning rate of the weight-averaging epochs (reached after one epoch)", gt=0
+    )
     freeze_backbone: bool = Field(False, title="Train only the exit heads")
     pretrained: bool = Field(False, title="Start torchvision backbones from pretrained weights")
     seed: int = Field(0, title="Seed of initialisation, shuffling and augmentation")
@@ -95,6 +107,16 @@ class OptimisationSpec(BaseModel):
             "1.8x faster on CPUs with AVX-512 BF16 or AMX, and on recent GPUs"
         ),
     )
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs the run trains: the cosine schedule's and the weight-averaging ones after it."""
+        return self.epochs + self.swa_epochs
+
+    @property
+    def averaging_window(self) -> int:
+        """How many of the run's last epochs the exported weights average (0: none)."""
+        return self.swa_epochs or self.average_last_epochs
 
 
 class TrainConfig(BaseModel):
@@ -117,6 +139,8 @@ class TrainConfig(BaseModel):
         weights = self.train.exit_weights
         if weights is not None and len(weights) != self.model.num_stages:
             raise ValueError(f"train.exit_weights needs {self.model.num_stages} entries")
+        if self.train.swa_epochs and self.train.average_last_epochs:
+            raise ValueError("train.swa_epochs and train.average_last_epochs exclude each other")
         if self.train.average_last_epochs > self.train.epochs:
             raise ValueError(f"train.average_last_epochs must not exceed train.epochs ({self.train.epochs})")
         scales = self.train.exit_gradient_scales
@@ -261,6 +285,11 @@ def learning_rate_factors(options: OptimisationSpec, steps_per_epoch: int) -> li
         # Only the first cycle warms up; later cycles restart at the peak (SGDR).
         warmup = warmup_steps if index == 0 else 0
         factors += [_learning_rate_factor(step, cycle_steps, warmup) for step in range(cycle_steps)]
+    # Weight averaging climbs linearly from where the cosine ended to its own constant rate over
+    # one epoch (a jump would throw the weights far from the minimum they reached).
+    swa_factor = options.swa_learning_rate / options.learning_rate
+    swa_steps = options.swa_epochs * steps_per_epoch
+    factors += [swa_factor * min(1.0, (step + 1) / steps_per_epoch) for step in range(swa_steps)]
     return factors
 
 
@@ -364,7 +393,7 @@ def train(
         start_epoch = int(state["epoch"])
         history = json.loads(state["history"])
 
-    for epoch in range(start_epoch, options.epochs):
+    for epoch in range(start_epoch, options.total_epochs):
         started = time.perf_counter()
         network.train()
         if options.freeze_backbone:
@@ -374,7 +403,7 @@ def train(
         progress = tqdm(
             augmented_batches(data, options, input_spec, epoch, compute, memory_format),
             total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{options.epochs}",
+            desc=f"epoch {epoch + 1}/{options.total_epochs}",
             disable=not show_progress,
             mininterval=0.5 if sys.stderr.isatty() else 30.0,
             leave=False,
@@ -409,20 +438,20 @@ def train(
         history.append(record)
         if show_progress:
             print(
-                f"epoch {epoch + 1}/{options.epochs}: loss {record['train_loss']:.4f}, "
+                f"epoch {epoch + 1}/{options.total_epochs}: loss {record['train_loss']:.4f}, "
                 f"val accuracy per exit {_per_exit(validation)}, {record['seconds']:.0f} s",
                 file=sys.stderr,
                 flush=True,
             )
-        if epoch >= options.epochs - options.average_last_epochs:
+        if epoch >= options.total_epochs - options.averaging_window:
             average.add(network)
         _save_checkpoint(checkpoint_path, config, network, projectors, optimiser, epoch + 1, history, average)
     (output_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     validation = [history[-1][f"val_accuracy_exit_{k}"] for k in range(network.num_stages)]
-    if options.average_last_epochs > 0:
+    if options.averaging_window > 0:
         average.apply_to(network)
         # One more epoch's augmented batches (an epoch index no training step used).
-        batches = augmented_batches(data, options, input_spec, options.epochs, compute, memory_format)
+        batches = augmented_batches(data, options, input_spec, options.total_epochs, compute, memory_format)
         estimate_batch_norm(network, (batch for batch, _ in batches), options.autocast_bf16)
         averaged = exit_accuracies(network, data.val, input_spec, device=compute)
         if show_progress:
@@ -465,7 +494,7 @@ def _check_resumable(
     window asks for (averaging never changes the trajectory). The name is a label and may change
     too (a run chosen among seeds is renamed before it ships). Fields added to the config since
     the checkpoint take their defaults."""
-    schedule_fields = {"epochs", "lr_cycles", "average_last_epochs"}
+    schedule_fields = {"epochs", "lr_cycles", "average_last_epochs", "swa_epochs", "swa_learning_rate"}
     same_otherwise = saved.model_copy(
         update={
             "name": config.name,
@@ -477,13 +506,13 @@ def _check_resumable(
     done_steps = epochs_done * steps_per_epoch
     before = learning_rate_factors(saved.train, steps_per_epoch)[:done_steps]
     after = learning_rate_factors(config.train, steps_per_epoch)[:done_steps]
-    window_start = config.train.epochs - config.train.average_last_epochs
+    window_start = config.train.total_epochs - config.train.averaging_window
     if averaged != max(0, epochs_done - window_start):
         raise ValueError(
-            f"the checkpoint averaged {averaged} epochs, which does not fit "
-            f"train.average_last_epochs = {config.train.average_last_epochs}; remove it or use --no-resume"
+            f"the checkpoint averaged {averaged} epochs, which does not fit the averaging window of "
+            f"the last {config.train.averaging_window}; remove it or use --no-resume"
         )
-    if same_otherwise != config or before != after or epochs_done > config.train.epochs:
+    if same_otherwise != config or before != after or epochs_done > config.train.total_epochs:
         raise ValueError("the checkpoint was trained with another config; remove it or use --no-resume")
 
 

@@ -15,6 +15,11 @@ def test_the_training_line_says_when_the_bundle_holds_averaged_weights() -> None
     assert "mean of the last" not in plain
     report["training"]["averaged_epochs"] = 6
     assert "The bundle holds the mean of the last 6 epochs' weights." in render_markdown(report, [])
+    report["training"]["swa_learning_rate"] = 0.05
+    assert (
+        "The bundle holds the mean of the last 6 epochs' weights (stochastic weight averaging at a "
+        "constant learning rate of 0.05 after the cosine schedule)." in render_markdown(report, [])
+    )
 
 
 def test_the_header_states_the_selection_rule_and_the_training_hardware() -> None:

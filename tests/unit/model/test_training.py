@@ -13,6 +13,7 @@ from distree_mqtt.model.training import (
     TrainConfig,
     decay_groups,
     exit_accuracies,
+    learning_rate_factors,
     random_crop_flip,
     random_cutout,
     train,
@@ -247,6 +248,30 @@ def test_an_averaging_window_may_be_set_on_resume_only_before_it_starts(tmp_path
     assert extended.averaged_epochs == 2
     with pytest.raises(ValueError, match="must not exceed"):
         _config(epochs=2, average_last_epochs=3)
+
+
+def test_weight_averaging_epochs_continue_a_finished_run_at_their_own_rate(tmp_path: Path) -> None:
+    finished = train(_config(epochs=2), tmp_path, show_progress=False)
+    config = _config(epochs=2, swa_epochs=2, swa_learning_rate=0.02)
+    averaged = train(config, tmp_path, show_progress=False)  # resumes after the cosine's epoch 2
+    assert [record["epoch"] for record in averaged.history] == [1, 2, 3, 4]
+    assert averaged.history[:2] == finished.history
+    assert averaged.averaged_epochs == 2
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 4 and state["average"]["count"] == 2
+    for name, tensor in _averaged_entries(averaged.network).items():
+        assert torch.allclose(tensor, state["average"]["total"][name] / 2, atol=1e-6), name
+    assert averaged.validation == exit_accuracies(averaged.network, averaged.data.val, averaged.input_spec)
+    # The schedule: the cosine ends near zero, one epoch climbs linearly to the averaging rate,
+    # which then holds.
+    steps = 32  # ceil(2000 / 64) steps per epoch
+    factors = learning_rate_factors(config.train, steps)
+    assert len(factors) == 4 * steps
+    assert factors[: 2 * steps] == learning_rate_factors(_config(epochs=2).train, steps)
+    assert factors[2 * steps] == pytest.approx(0.4 / steps)
+    assert factors[3 * steps - 1 :] == [pytest.approx(0.4)] * (steps + 1)
+    with pytest.raises(ValueError, match="exclude each other"):
+        _config(swa_epochs=2, average_last_epochs=2)
 
 
 def test_batch_norm_estimate_is_the_mean_over_the_batches_given() -> None:
