@@ -53,7 +53,7 @@ reference-mnist: $(STAMP)
 	$(BIN)/distree train configs/train/mnist.toml --out runs/mnist --no-resume --bundle distree_mqtt/reference/mnist
 	$(BIN)/distree bench offline --model mnist
 
-# TRAIN_DEVICE=cuda where there is a GPU (minutes instead of two hours on 2 CPU cores).
+# TRAIN_DEVICE=cuda where there is a GPU (minutes instead of 3.5 hours on 2 CPU cores).
 TRAIN_DEVICE ?= cpu
 reference-cifar10: $(STAMP)
 	$(BIN)/distree train configs/train/cifar10.toml --out runs/cifar10 --device $(TRAIN_DEVICE) --bundle distree_mqtt/reference/cifar10
