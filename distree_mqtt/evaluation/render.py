@@ -167,5 +167,8 @@ def _averaging_note(training: dict[str, Any]) -> str:
         return ""
     note = f" The bundle holds the mean of the last {epochs} epochs' weights"
     if "swa_learning_rate" in training:
-        note += f" (stochastic weight averaging at a constant learning rate of {training['swa_learning_rate']} after the cosine schedule)"
+        rate = training["swa_learning_rate"]
+        note += (
+            f" (stochastic weight averaging at a constant learning rate of {rate} after the cosine schedule)"
+        )
     return note + "."

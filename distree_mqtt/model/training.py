@@ -489,11 +489,11 @@ def _check_resumable(
     saved: TrainConfig, config: TrainConfig, epochs_done: int, steps_per_epoch: int, averaged: int
 ) -> None:
     """A checkpoint continues only a run it is part of: the same config, except that the run may
-    have been extended (more epochs, more cycles) with an identical schedule up to the checkpoint,
-    and the averaging window may change while the checkpoint holds exactly the snapshots the new
-    window asks for (averaging never changes the trajectory). The name is a label and may change
-    too (a run chosen among seeds is renamed before it ships). Fields added to the config since
-    the checkpoint take their defaults."""
+    have been extended (more epochs, more cycles, weight-averaging epochs after the schedule) with
+    an identical schedule up to the checkpoint, and the averaging window may change while the
+    checkpoint holds exactly the snapshots the new window asks for (averaging never changes the
+    trajectory). The name is a label and may change too (a run chosen among seeds is renamed
+    before it ships). Fields added to the config since the checkpoint take their defaults."""
     schedule_fields = {"epochs", "lr_cycles", "average_last_epochs", "swa_epochs", "swa_learning_rate"}
     same_otherwise = saved.model_copy(
         update={

@@ -264,7 +264,7 @@ def test_weight_averaging_epochs_continue_a_finished_run_at_their_own_rate(tmp_p
     assert averaged.validation == exit_accuracies(averaged.network, averaged.data.val, averaged.input_spec)
     # The schedule: the cosine ends near zero, one epoch climbs linearly to the averaging rate,
     # which then holds.
-    steps = 32  # ceil(2000 / 64) steps per epoch
+    steps = 32  # any number of steps per epoch
     factors = learning_rate_factors(config.train, steps)
     assert len(factors) == 4 * steps
     assert factors[: 2 * steps] == learning_rate_factors(_config(epochs=2).train, steps)
